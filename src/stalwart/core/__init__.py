@@ -1,0 +1,1 @@
+"""Core services: config, database, audit, logging. Nothing here imports the UI."""

@@ -1,0 +1,119 @@
+"""Application settings, read from the environment (prefix ``STALWART_``) only.
+
+Safe defaults make ``app run`` work on a laptop with nothing but Python. Secrets are
+``SecretStr`` and are never read from a file in the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from stalwart.errors import ConfigError
+
+ENV_PREFIX = "STALWART_"
+DEV_SECRET = "dev-only-insecure-secret"  # noqa: S105 - the documented development default
+
+_FIXES: dict[str, str] = {
+    "database_url": (
+        "use sqlite:///path/to/file.db or "
+        "postgresql://user:password@host:5432/dbname (or unset it for the embedded SQLite)"
+    ),
+    "environment": "use one of: development, test, production",
+    "port": "use a free TCP port between 1 and 65535",
+    "log_level": "use one of: DEBUG, INFO, WARNING, ERROR",
+    "secret_key": "set STALWART_SECRET_KEY to a random string of at least 32 characters",
+}
+
+
+class AppConfig(BaseSettings):
+    """Every setting of Stalwart; see ``.env.example`` for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    db_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_connect_timeout_s: int = Field(default=5, ge=1, le=300)
+    tx_max_attempts: int = Field(default=5, ge=1, le=50)
+    tx_backoff_initial_s: float = Field(default=0.05, ge=0.0, le=10.0)
+    tx_backoff_max_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    migrate_on_start: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8501, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        backend = url.get_backend_name()
+        if backend not in {"sqlite", "postgresql"}:
+            raise ValueError(f"unsupported database {backend!r}")
+        if backend == "postgresql" and not url.host and not url.query.get("host"):
+            raise ValueError("a PostgreSQL URL needs a host")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> AppConfig:
+        if self.environment == "production":
+            secret = self.secret_key.get_secret_value()
+            if secret == DEV_SECRET or len(secret) < 32:
+                raise ValueError(
+                    "secret_key: production needs STALWART_SECRET_KEY set to a random "
+                    "string of at least 32 characters"
+                )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL to use: the configured one, or SQLite in ``data_dir``."""
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'stalwart.db').as_posix()}"
+        url = make_url(self.database_url)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return url.render_as_string(hide_password=False)
+
+
+def load_config(**overrides: object) -> AppConfig:
+    """Read settings from the environment; fail with a message naming the setting and fix."""
+    try:
+        return AppConfig(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else _field_from_message(err["msg"])
+            env = f"{ENV_PREFIX}{field.upper()}"
+            fix = _FIXES.get(field, "see .env.example for the allowed values")
+            reason = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{env}: {reason} ({fix})")
+        raise ConfigError(
+            "Invalid settings: " + "; ".join(problems),
+            "Fix the setting(s) named above in the environment and start again.",
+        ) from None
+
+
+def _field_from_message(message: str) -> str:
+    # Model-level validators put the field name first, as "field: reason".
+    head = message.removeprefix("Value error, ").split(":", 1)[0].strip()
+    return head if head in AppConfig.model_fields else "settings"

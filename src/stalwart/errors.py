@@ -1,0 +1,100 @@
+"""One exception hierarchy for Stalwart.
+
+Every error carries a user-facing ``message`` and a suggested ``action`` so that the UI, the
+CLI and the logs can tell a person what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+
+class StalwartError(Exception):
+    """Base of every error Stalwart raises on purpose."""
+
+    default_action = "Try again; if it keeps happening, contact the operator."
+
+    def __init__(self, message: str, action: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.action = action or self.default_action
+
+    def __str__(self) -> str:
+        return f"{self.message} -> {self.action}"
+
+
+class ConfigError(StalwartError):
+    """A setting is missing or invalid; raised at start-up."""
+
+    default_action = "Fix the setting in the environment (see .env.example) and start again."
+
+
+class DatabaseError(StalwartError):
+    """Base for failures of the database layer."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached or opened."""
+
+    default_action = "Check that the database server is running and the URL is right."
+
+
+class TransientDatabaseError(DatabaseError):
+    """A failure that may succeed when retried (lock, serialization, dropped connection)."""
+
+    def __init__(self, message: str, action: str | None = None, *, kind: str = "busy") -> None:
+        super().__init__(message, action)
+        #: busy, serialization, deadlock or disconnect
+        self.kind = kind
+
+
+class RetriesExhaustedError(DatabaseError):
+    """A transient failure persisted through every retry."""
+
+    default_action = (
+        "Your input is kept. Wait a moment and try again; "
+        "if the database stays busy, tell the operator."
+    )
+
+
+class StorageFullError(DatabaseError):
+    """The disk or filesystem holding the database is full."""
+
+    default_action = "Free disk space on the data volume (or grow it); your input is kept."
+
+
+class ReadOnlyStorageError(DatabaseError):
+    """The database file or its directory cannot be written."""
+
+    default_action = (
+        "Make the data directory writable by the app's user (or point "
+        "STALWART_DATA_DIR elsewhere); your input is kept."
+    )
+
+
+class NotFoundError(StalwartError):
+    """A record asked for does not exist."""
+
+    default_action = "Reload the page; the record may have been deleted."
+
+
+class ConflictError(StalwartError):
+    """A write was based on a stale version of a record."""
+
+    default_action = "Review both versions and choose which to keep."
+
+
+class MigrationError(DatabaseError):
+    """The schema could not be brought to the expected revision."""
+
+    default_action = "Run `app db current` to see the schema state, then `app db migrate`."
+
+
+class AuditChainError(StalwartError):
+    """The audit log's hash chain is broken: a row was edited, removed or inserted."""
+
+    default_action = "Treat the database as tampered with: restore from a verified backup."
+
+
+class IntegrityViolationError(DatabaseError):
+    """A write broke a rule of the data (a duplicate name, a missing reference, a bad value)."""
+
+    default_action = "Change the values named in the message and save again; your input is kept."
