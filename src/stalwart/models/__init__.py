@@ -1,0 +1,8 @@
+"""SQLAlchemy tables and domain types. Import ``Base.metadata`` from here to see every table."""
+
+from stalwart.models.audit import AuditEntry
+from stalwart.models.base import Base
+from stalwart.models.idempotency import IdempotencyKey
+from stalwart.models.project import Project
+
+__all__ = ["AuditEntry", "Base", "IdempotencyKey", "Project"]

@@ -1,0 +1,6 @@
+"""Repositories: one per aggregate, all on the generic ``Repository[T]``."""
+
+from stalwart.repositories.base import Repository
+from stalwart.repositories.project import ProjectRepository
+
+__all__ = ["ProjectRepository", "Repository"]

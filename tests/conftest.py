@@ -1,0 +1,137 @@
+"""Shared fixtures: real SQLite files and real PostgreSQL databases, one per test.
+
+Services that a test needs (PostgreSQL, Redis, Chromium, root for mounting) are looked up
+once. When one is missing the test is skipped with the reason, unless the environment variable
+``STALWART_REQUIRE`` names it (``.ci/run`` sets ``postgres,root``): then the absence fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from stalwart.core.database import DB, RetryPolicy
+from stalwart.core.migrations import migrate
+
+PG_URL = os.environ.get("STALWART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRED = {s.strip() for s in os.environ.get("STALWART_REQUIRE", "").split(",") if s.strip()}
+ROOT = Path(__file__).resolve().parent.parent
+
+# Short waits so that retry tests run fast; the bound (attempts) is what they check.
+FAST_RETRY = RetryPolicy(max_attempts=4, initial_s=0.01, max_s=0.05)
+
+
+def need(service: str, problem: str | None) -> None:
+    """Skip (or, if ``service`` is required, fail) when ``problem`` says it is unavailable."""
+    if problem is None:
+        return
+    if service in REQUIRED:
+        pytest.fail(f"required service {service!r} is unavailable: {problem}", pytrace=False)
+    pytest.skip(f"{service} unavailable: {problem}")
+
+
+@cache
+def postgres_problem() -> str | None:
+    """Why PostgreSQL at STALWART_TEST_PG_URL cannot be used, or None."""
+    url = make_url(PG_URL).set(drivername="postgresql+psycopg")
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"cannot connect to {make_url(PG_URL).render_as_string()}: {exc}"
+    return None
+
+
+@cache
+def mount_problem() -> str | None:
+    """Why this process cannot mount a tmpfs (needed for full-disk and read-only tests)."""
+    if os.geteuid() != 0:
+        return "not running as root"
+    probe = Path(f"/tmp/stalwart-mount-probe-{os.getpid()}")
+    probe.mkdir(exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return f"mount failed: {done.stderr.strip()}"
+        subprocess.run(["umount", str(probe)], check=True)
+    finally:
+        probe.rmdir()
+    return None
+
+
+def _pg_admin_engine():  # type: ignore[no-untyped-def]
+    url = make_url(PG_URL).set(drivername="postgresql+psycopg")
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    need("postgres", postgres_problem())
+    name = f"stalwart_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'stalwart.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def raw_db(db_url: str) -> Iterator[DB]:
+    """A DB on an empty database (not migrated)."""
+    db = DB(db_url, retry=FAST_RETRY, busy_timeout_ms=200)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def db(raw_db: DB) -> DB:
+    """A DB on a database migrated to head."""
+    migrate(raw_db)
+    return raw_db
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python process that runs our code (with coverage)."""
+    env = dict(os.environ)
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+PYTHON = sys.executable
