@@ -1,0 +1,1 @@
+"""The ``app`` command line: modules here parse and call; they hold no logic."""

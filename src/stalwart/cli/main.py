@@ -1,0 +1,47 @@
+"""The ``app`` command: the root of every Stalwart command line."""
+
+from __future__ import annotations
+
+import typer
+
+from stalwart import __version__
+from stalwart.cli.app_ import run
+from stalwart.cli.audit_ import audit_app
+from stalwart.cli.config_ import config_app
+from stalwart.cli.db_ import db_app
+
+app = typer.Typer(
+    name="app",
+    help="Stalwart: run the app and operate its database, audit log and settings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stalwart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Stalwart: run the app and operate its database, audit log and settings."""
+
+
+def main() -> None:
+    """Entry point of the ``app`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
