@@ -1,0 +1,74 @@
+"""Build the ``st.App``: Streamlit's UI plus Stalwart's routes, middleware and lifespan.
+
+``app run`` serves ``build_app()``; ``app.py`` at the repository root builds the same app from
+``SHELL_SCRIPT`` and ``app_options()``, so ``streamlit run app.py``, ``uvicorn app:app`` and the
+CLI all run the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import streamlit as st
+from starlette.middleware import Middleware
+
+from stalwart import __version__
+from stalwart.bootstrap import init_app, shutdown_app
+from stalwart.core.logs import get_logger, log_error
+from stalwart.errors import StalwartError
+from stalwart.web.middleware import TraceIdMiddleware
+from stalwart.web.routes import health_routes
+
+# Absolute, so the script is found whatever the working directory or launcher (st.App resolves a
+# relative path against sys.argv[0], which is the `app` console script when run from the CLI).
+SHELL_SCRIPT: Final = Path(__file__).resolve().parent.parent / "pages" / "shell.py"
+
+_log = get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    """Build the app context before the first request; release it after the last one."""
+    try:
+        # init_app() runs migrations: keep that blocking work off the event loop.
+        ctx = await asyncio.to_thread(init_app)
+    except StalwartError as err:
+        _log.error("app failed to start", error=err.message, action=err.action)
+        raise
+    _log.info(
+        "app started",
+        version=__version__,
+        environment=ctx.config.environment,
+        database=ctx.db.safe_url,
+    )
+    try:
+        yield
+    finally:
+        _log.info("app stopping")
+        await asyncio.to_thread(shutdown_app)
+        _log.info("app stopped")
+
+
+def log_script_error(err: Exception) -> bool:
+    """Log an exception that escaped the page shell; Streamlit still shows its default error."""
+    log_error(err, {"where": "script"})
+    return False
+
+
+def app_options() -> dict[str, Any]:
+    """Everything ``st.App`` takes besides the script: lifespan, routes, middleware, hooks."""
+    return {
+        "lifespan": lifespan,
+        "routes": health_routes(),
+        "middleware": [Middleware(TraceIdMiddleware)],
+        "on_script_error": log_script_error,
+    }
+
+
+def build_app() -> st.App:
+    """The ASGI app: the page shell, /healthz, /readyz, the trace-id middleware and lifespan."""
+    return st.App(SHELL_SCRIPT, **app_options())

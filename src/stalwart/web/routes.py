@@ -1,0 +1,61 @@
+"""Operational HTTP routes served next to the Streamlit UI: liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from stalwart import __version__
+from stalwart.bootstrap import current_app
+from stalwart.core.logs import log_error
+
+
+async def healthz(_request: Request) -> JSONResponse:
+    """Liveness: the process is up and serving; touches nothing else (no database)."""
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def readyz(_request: Request) -> JSONResponse:
+    """Readiness: every dependency answers; 200 if all do, 503 otherwise, with one entry each."""
+    # Blocking I/O goes to a thread so a slow database never stalls the websockets on this loop.
+    checks = {"database": await asyncio.to_thread(check_database)}
+    ready = all(check["status"] == "ok" for check in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "version": __version__, "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def check_database() -> dict[str, Any]:
+    """One round trip to the database, as a readiness entry: status, latency_ms and any error."""
+    start = time.perf_counter()
+    try:
+        current_app().db.check()
+    except Exception as err:
+        # A probe must answer 503, never 500, whatever broke. The route is as public as the UI,
+        # so the answer names only the kind of failure; host names and messages go to the log.
+        error_id = log_error(err, {"check": "database"})
+        return {
+            "status": "error",
+            "latency_ms": _elapsed_ms(start),
+            "error": type(err).__name__,
+            "error_id": error_id,
+        }
+    return {"status": "ok", "latency_ms": _elapsed_ms(start)}
+
+
+def _elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def health_routes() -> list[BaseRoute]:
+    """The routes to add to the ``st.App``."""
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]

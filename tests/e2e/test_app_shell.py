@@ -1,0 +1,485 @@
+"""The app shell end to end: the real server started by `app run`, and every page under AppTest.
+
+The server tests start `python -m stalwart.cli.main run` as a subprocess with its data in
+tmp_path, talk to it over HTTP and over Streamlit's websocket protocol, and stop it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.testing.v1 import AppTest
+
+from stalwart.bootstrap import shutdown_app
+from stalwart.pages import DEFAULT_PAGE, PAGES
+from stalwart.pages.settings import HIDDEN, display_value
+from stalwart.web.asgi import SHELL_SCRIPT
+
+# Bounds so that a hung server fails the test instead of hanging the run; not performance claims.
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 20
+WS_TIMEOUT_S = 30
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-secret-value-that-must-never-be-shown-0123456789"
+TRACE_ID_HEX = 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STALWART_")}
+    env.update(
+        STALWART_DATA_DIR=str(tmp_path / "data"),
+        STALWART_SECRET_KEY=SECRET,
+        STALWART_LOG_LEVEL="DEBUG",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    # So the children import this checkout even when the package is not installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stalwart.cli.main", *args]
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, object]]:
+        records = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records
+
+
+def wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"server did not answer /healthz within {START_TIMEOUT_S}s:\n{server.log()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+    return process.returncode
+
+
+def start_server(command: list[str], port: int, tmp_path: Path, **env: str) -> Server:
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=server_env(tmp_path, **env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(f"http://127.0.0.1:{port}", port, process, log_path)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp_path = tmp_path_factory.mktemp("server")
+    port = free_port()
+    srv = start_server(cli("run", "--host", "127.0.0.1", "--port", str(port)), port, tmp_path)
+    try:
+        wait_until_healthy(srv)
+        yield srv
+    finally:
+        stop(srv.process)
+
+
+# --- HTTP routes and middleware -----------------------------------------------------------
+
+
+def test_healthz_reports_ok_and_version(server: Server) -> None:
+    response = httpx.get(f"{server.url}/healthz", timeout=10)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert isinstance(body["version"], str)
+    assert body["version"]
+
+
+def test_readyz_checks_the_database(server: Server) -> None:
+    response = httpx.get(f"{server.url}/readyz", timeout=10)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    database = body["checks"]["database"]
+    assert database["status"] == "ok"
+    assert isinstance(database["latency_ms"], float | int)
+    assert database["latency_ms"] >= 0
+
+
+def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) -> None:
+    # A PostgreSQL URL on a port nobody listens on; without migrations at start the server
+    # comes up, so liveness and readiness must disagree.
+    port = free_port()
+    url = f"postgresql://app:pg-password-not-to-leak@127.0.0.1:{free_port()}/stalwart"
+    srv = start_server(
+        cli("run", "--port", str(port)),
+        port,
+        tmp_path,
+        STALWART_DATABASE_URL=url,
+        STALWART_MIGRATE_ON_START="false",
+    )
+    try:
+        wait_until_healthy(srv)
+        response = httpx.get(f"{srv.url}/readyz", timeout=30)
+    finally:
+        stop(srv.process)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    database = body["checks"]["database"]
+    assert database["status"] == "error"
+    assert database["latency_ms"] >= 0
+    assert database["error"] == "DatabaseUnavailableError"
+    assert database["error_id"] in srv.log()
+    assert "pg-password-not-to-leak" not in response.text
+    assert "127.0.0.1" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/", "/_stcore/health"])
+def test_every_http_response_carries_a_fresh_trace_id(server: Server, path: str) -> None:
+    first = httpx.get(f"{server.url}{path}", timeout=10).headers["x-trace-id"]
+    second = httpx.get(f"{server.url}{path}", timeout=10).headers["x-trace-id"]
+
+    assert len(first) == TRACE_ID_HEX
+    int(first, 16)
+    assert first != second
+
+
+def test_a_well_formed_incoming_trace_id_is_kept_and_a_forged_one_replaced(
+    server: Server,
+) -> None:
+    given = "0123456789abcdef0123456789abcdef"
+    kept = httpx.get(f"{server.url}/healthz", headers={"X-Trace-Id": given}, timeout=10)
+    forged = httpx.get(f"{server.url}/healthz", headers={"X-Trace-Id": "evil\tvalue"}, timeout=10)
+
+    assert kept.headers["x-trace-id"] == given
+    assert forged.headers["x-trace-id"] != "evil\tvalue"
+    assert len(forged.headers["x-trace-id"]) == TRACE_ID_HEX
+
+
+# --- the page shell over Streamlit's websocket protocol -----------------------------------
+
+
+async def rerun_over_websocket(port: int, query_string: str = "") -> list[ForwardMsg]:
+    """Connect as a browser would, ask for one script run, return everything until it ends."""
+    url = f"ws://127.0.0.1:{port}/_stcore/stream"
+    received: list[ForwardMsg] = []
+    async with websockets.connect(url, subprotocols=["streamlit", "x"]) as ws:
+        back = BackMsg()
+        back.rerun_script.query_string = query_string
+        await ws.send(back.SerializeToString())
+        async with asyncio.timeout(WS_TIMEOUT_S):
+            while True:
+                msg = ForwardMsg()
+                msg.ParseFromString(await ws.recv())
+                received.append(msg)
+                if msg.WhichOneof("type") == "script_finished":
+                    return received
+
+
+def rendered_elements(messages: list[ForwardMsg]) -> list[str]:
+    return [
+        str(msg.delta.new_element)
+        for msg in messages
+        if msg.WhichOneof("type") == "delta" and msg.delta.WhichOneof("type") == "new_element"
+    ]
+
+
+def assert_ran_cleanly(messages: list[ForwardMsg]) -> None:
+    finished = messages[-1]
+    assert finished.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
+    exceptions = [
+        msg.delta.new_element.exception
+        for msg in messages
+        if msg.WhichOneof("type") == "delta"
+        and msg.delta.new_element.WhichOneof("type") == "exception"
+    ]
+    assert exceptions == []
+
+
+def test_home_page_renders_over_the_websocket(server: Server) -> None:
+    messages = asyncio.run(rerun_over_websocket(server.port))
+
+    assert_ran_cleanly(messages)
+    elements = "\n".join(rendered_elements(messages))
+    assert "Welcome to Stalwart" in elements
+    for page in PAGES.values():
+        assert f'label: "{page.title}"' in elements  # the navigation lists every page
+
+
+def test_settings_page_renders_over_the_websocket_without_secrets(server: Server) -> None:
+    messages = asyncio.run(rerun_over_websocket(server.port, "page=settings"))
+
+    assert_ran_cleanly(messages)
+    everything = "\n".join(str(msg) for msg in messages)
+    assert 'body: "Settings"' in everything
+    assert SECRET not in everything
+
+
+def test_each_rerun_logs_under_its_own_trace_id(server: Server) -> None:
+    for _ in range(2):
+        assert_ran_cleanly(asyncio.run(rerun_over_websocket(server.port, "page=job-demo")))
+
+    rendered = [
+        record
+        for record in server.log_records()
+        if record.get("event") == "page rendered" and record.get("page") == "job-demo"
+    ]
+    trace_ids = [record["trace_id"] for record in rendered]
+    assert len(trace_ids) >= 2
+    assert all(isinstance(tid, str) and len(tid) == TRACE_ID_HEX for tid in trace_ids)
+    assert len(set(trace_ids)) == len(trace_ids)
+
+
+# --- the `app run` command's checks -------------------------------------------------------
+
+
+def test_run_refuses_a_port_in_use_with_exit_code_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = subprocess.run(
+            cli("run", "--host", "127.0.0.1", "--port", str(port)),
+            cwd=tmp_path,
+            env=server_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+        )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"port {port} is in use; pass --port or set STALWART_PORT" in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before touching the database
+
+
+def test_run_reports_an_invalid_setting_with_exit_code_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        cli("run"),
+        cwd=tmp_path,
+        env=server_env(tmp_path, STALWART_PORT="not-a-port"),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "STALWART_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    srv = start_server(cli("run", "--port", str(port)), port, tmp_path)
+    try:
+        wait_until_healthy(srv)
+    finally:
+        returncode = stop(srv.process)
+
+    events = [record.get("event") for record in srv.log_records()]
+    # uvicorn re-raises the signal it caught once shutdown is done, so -SIGTERM is a clean stop.
+    assert returncode in {0, -signal.SIGTERM}, srv.log()
+    assert "app started" in events
+    assert "app stopped" in events
+
+
+@pytest.mark.parametrize("launcher", ["streamlit run app.py", "uvicorn app:app"])
+def test_app_py_serves_the_same_app_under_other_launchers(tmp_path: Path, launcher: str) -> None:
+    port = free_port()
+    command = {
+        "streamlit run app.py": [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.address=127.0.0.1",
+            f"--server.port={port}",
+            "--server.headless=true",
+            "--browser.gatherUsageStats=false",
+        ],
+        "uvicorn app:app": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--app-dir",
+            str(ROOT),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    }[launcher]
+    srv = start_server(command, port, tmp_path)
+    try:
+        wait_until_healthy(srv)
+        readyz = httpx.get(f"{srv.url}/readyz", timeout=10)
+        messages = asyncio.run(rerun_over_websocket(port))
+    finally:
+        stop(srv.process)
+
+    assert readyz.status_code == 200
+    assert "x-trace-id" in readyz.headers
+    assert_ran_cleanly(messages)
+    assert "Welcome to Stalwart" in "\n".join(rendered_elements(messages))
+
+
+# --- every page under AppTest (in-process, no server) --------------------------------------
+
+
+@pytest.fixture
+def app_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    for name in [k for k in os.environ if k.startswith("STALWART_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STALWART_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STALWART_SECRET_KEY", SECRET)
+    # The app context is per process; start from none so this test's settings are the ones used.
+    shutdown_app()
+    try:
+        yield AppTest.from_file(SHELL_SCRIPT, default_timeout=30)
+    finally:
+        shutdown_app()
+
+
+def page_title(at: AppTest) -> str:
+    return str(at.title[0].value)
+
+
+def test_shell_opens_on_the_home_page(app_test: AppTest) -> None:
+    at = app_test.run()
+
+    assert not at.exception
+    assert page_title(at) == "Welcome to Stalwart"
+    assert [button.label for button in at.sidebar.button] == [p.title for p in PAGES.values()]
+
+
+@pytest.mark.parametrize("slug", list(PAGES))
+def test_every_page_renders_from_its_query_parameter(app_test: AppTest, slug: str) -> None:
+    app_test.query_params["page"] = slug
+    at = app_test.run()
+
+    assert not at.exception
+    assert not at.error
+    expected = "Welcome to Stalwart" if slug == DEFAULT_PAGE else PAGES[slug].title
+    assert page_title(at) == expected
+    assert at.sidebar.button(key=f"nav-{slug}").proto.type == "primary"
+
+
+@pytest.mark.parametrize("slug", [s for s in PAGES if s != DEFAULT_PAGE])
+def test_navigation_buttons_switch_pages_and_update_the_url(app_test: AppTest, slug: str) -> None:
+    at = app_test.run()
+    at.sidebar.button(key=f"nav-{slug}").click().run()
+
+    assert not at.exception
+    assert page_title(at) == PAGES[slug].title
+    assert at.query_params["page"] == slug
+
+    at.sidebar.button(key=f"nav-{DEFAULT_PAGE}").click().run()
+    assert page_title(at) == "Welcome to Stalwart"
+
+
+def test_an_unknown_page_falls_back_to_home_with_a_warning(app_test: AppTest) -> None:
+    app_test.query_params["page"] = "[click here](https://example.invalid)"
+    at = app_test.run()
+
+    assert not at.exception
+    assert str(at.warning[0].value) == "There is no such page; here is the home page."
+    assert page_title(at) == "Welcome to Stalwart"
+
+
+def test_settings_page_lists_settings_and_hides_the_secret(app_test: AppTest) -> None:
+    app_test.query_params["page"] = "settings"
+    at = app_test.run()
+
+    table = at.dataframe[0].value
+    values = dict(zip(table["variable"], table["value"], strict=True))
+    assert values["STALWART_SECRET_KEY"] == HIDDEN
+    assert values["STALWART_PORT"] == "8501"
+    assert SECRET not in table.to_string()
+
+
+def test_coming_soon_pages_offer_no_controls(app_test: AppTest) -> None:
+    for slug in ("form-demo", "job-demo", "import-export"):
+        app_test.query_params["page"] = slug
+        at = app_test.run()
+
+        assert "Coming in a later release." in str(at.info[0].value)
+        assert len(at.main.button) == 0
+        assert len(at.text_input) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("secret_key", "plain-string-secret", HIDDEN),
+        ("redis_password", "pw", HIDDEN),
+        ("api_token", "tok", HIDDEN),
+        (
+            "database_url",
+            "postgresql://app:s3cret@db:5432/stalwart",
+            "postgresql://app:***@db:5432/stalwart",
+        ),
+        ("redis_url", "redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("database_url", "sqlite:///data/stalwart.db", "sqlite:///data/stalwart.db"),
+        ("port", 8501, "8501"),
+    ],
+)
+def test_settings_values_never_show_credentials(name: str, value: object, shown: str) -> None:
+    assert display_value(name, value) == shown
