@@ -49,7 +49,7 @@ def test_db_commands_on_each_database(db_url: str) -> None:
     assert "current: empty" in app("db", "current", **env).stdout
     migrated = app("db", "migrate", **env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied: 0001" in migrated.stdout
+    assert "applied: 0001, 0002" in migrated.stdout
     assert "already at head" in app("db", "migrate", **env).stdout
     assert "up to date" in app("db", "current", **env).stdout
     assert "seeded 4 demo project(s)" in app("db", "seed", **env).stdout

@@ -11,11 +11,26 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from stalwart.core.database import DB
-from stalwart.core.migrations import current_revision, downgrade, head_revision, migrate
+from stalwart.core.migrations import (
+    current_revision,
+    downgrade,
+    head_revision,
+    migrate,
+    revision_chain,
+)
 from stalwart.models import Base
 from tests.conftest import PYTHON, child_env
 
-TABLES = {"audit_log", "idempotency_keys", "projects", "alembic_version"}
+TABLES = {
+    "audit_log",
+    "idempotency_keys",
+    "projects",
+    "alembic_version",
+    "user_sessions",
+    "form_drafts",
+    "form_versions",
+    "stored_files",
+}
 
 
 def _tables(db: DB) -> set[str]:
@@ -23,17 +38,20 @@ def _tables(db: DB) -> set[str]:
 
 
 def test_upgrade_downgrade_upgrade(raw_db: DB) -> None:
+    chain = revision_chain()
+    assert chain[-1] == head_revision()
     assert current_revision(raw_db) is None
-    assert migrate(raw_db) == [head_revision()]
+    assert migrate(raw_db) == chain
     assert current_revision(raw_db) == head_revision()
     assert _tables(raw_db) >= TABLES
     assert migrate(raw_db) == []  # already at head: nothing to do
 
-    assert downgrade(raw_db, "base") == [head_revision()]
+    assert downgrade(raw_db, "base") == list(reversed(chain))
     assert current_revision(raw_db) is None
     assert _tables(raw_db) - {"alembic_version"} == set()
 
-    assert migrate(raw_db) == [head_revision()]
+    assert migrate(raw_db, chain[0]) == chain[:1]  # one step at a time works too
+    assert migrate(raw_db) == chain[1:]
     assert _tables(raw_db) >= TABLES
 
 
@@ -71,5 +89,5 @@ def test_two_processes_starting_together_apply_each_migration_once(raw_db: DB) -
         out, err = child.communicate(timeout=120)
         assert child.returncode == 0, err
         applied += json.loads(out.strip().splitlines()[-1])
-    assert applied == [head_revision()]  # one process applied it, the other found head
+    assert applied == revision_chain()  # one process applied each, the other found head
     assert current_revision(raw_db) == head_revision()

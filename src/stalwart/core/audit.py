@@ -128,6 +128,10 @@ def _jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        # The audit says what changed, not the content: size and digest identify it.
+        raw = bytes(value)
+        return {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

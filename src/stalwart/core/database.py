@@ -14,6 +14,7 @@ PostgreSQL (psycopg 3) runs the same code.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -182,9 +183,14 @@ class DB:
             conn.execute(text("SELECT 1")).scalar_one()
         return (time.perf_counter() - start) * 1000
 
-    def unit_of_work(self, *, user: str = "system", trace_id: str | None = None) -> UnitOfWork:
-        """A new UnitOfWork on this database (use it as a context manager)."""
-        return UnitOfWork(self, user=user, trace_id=trace_id)
+    def unit_of_work(
+        self, *, user: str = "system", trace_id: str | None = None, read_only: bool = False
+    ) -> UnitOfWork:
+        """A new UnitOfWork on this database (use it as a context manager).
+
+        ``read_only`` takes no write lock (SQLite begins DEFERRED) and refuses to commit.
+        """
+        return UnitOfWork(self, user=user, trace_id=trace_id, read_only=read_only)
 
     def run_tx(
         self,
@@ -193,13 +199,15 @@ class DB:
         idempotency_key: str | None = None,
         user: str = "system",
         on_retry: Callable[[RetryNotice], None] | None = None,
+        retry: RetryPolicy | None = None,
     ) -> T:
         """Run ``fn(uow)`` in one transaction and commit it, retrying transient failures.
 
         With an ``idempotency_key`` the first committed result is stored (as JSON) and a
-        replay of the key returns it without running ``fn`` again.
+        replay of the key returns it without running ``fn`` again. ``retry`` overrides the
+        database's policy (an interaction may prefer to give up fast and retry later).
         """
-        policy = self.retry
+        policy = retry or self.retry
 
         def before_sleep(state: RetryCallState) -> None:
             err = state.outcome.exception() if state.outcome else None
@@ -360,13 +368,22 @@ class UnitOfWork:
     Leaving the ``with`` block without ``commit()`` rolls everything back.
     """
 
-    def __init__(self, db: DB, *, user: str = "system", trace_id: str | None = None) -> None:
+    def __init__(
+        self,
+        db: DB,
+        *,
+        user: str = "system",
+        trace_id: str | None = None,
+        read_only: bool = False,
+    ) -> None:
         from stalwart.core.audit import AuditLog  # audit builds on this module
 
         self.db = db
         self.user = user
         self.trace_id = trace_id or current_trace_id()
-        self.session = Session(db.engine, expire_on_commit=False, autoflush=True)
+        self.read_only = read_only
+        bind = db.engine.execution_options(stalwart_read=True) if read_only else db.engine
+        self.session = Session(bind, expire_on_commit=False, autoflush=True)
         self.audit = AuditLog(self)
         self._committed = False
         self._after_commit: list[Callable[[], None]] = []
@@ -389,12 +406,24 @@ class UnitOfWork:
         """True once ``commit()`` has returned."""
         return self._committed
 
+    def lock(self, name: str) -> None:
+        """Hold a named lock until this transaction ends (serialises e.g. saves of one form).
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, its writers are
+        serialised already.
+        """
+        if self.db.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the transaction has committed (never on rollback)."""
         self._after_commit.append(callback)
 
     def commit(self) -> None:
         """Write the pending audit rows and commit; then run the after-commit callbacks."""
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         self.audit.write_pending()
         self.session.commit()
         self._committed = True

@@ -46,6 +46,12 @@ def head_revision() -> str:
     return head
 
 
+def revision_chain() -> list[str]:
+    """Every revision the code knows, oldest first."""
+    script = ScriptDirectory.from_config(_alembic_config())
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
 def current_revision(db: DB) -> str | None:
     """The revision the database is at (None for an empty database)."""
     with db.get_conn() as conn:

@@ -2,7 +2,18 @@
 
 from stalwart.models.audit import AuditEntry
 from stalwart.models.base import Base
+from stalwart.models.form import FormDraft, FormVersion, StoredFile
 from stalwart.models.idempotency import IdempotencyKey
 from stalwart.models.project import Project
+from stalwart.models.session import SessionRecord
 
-__all__ = ["AuditEntry", "Base", "IdempotencyKey", "Project"]
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "FormDraft",
+    "FormVersion",
+    "IdempotencyKey",
+    "Project",
+    "SessionRecord",
+    "StoredFile",
+]

@@ -26,6 +26,9 @@ class Repository(Generic[T]):
     model: ClassVar[type[Any]]
     #: the name audit rows use for this kind of record
     entity: ClassVar[str]
+    #: False only for working state that is not business data (drafts, sessions): auditing
+    #: every keystroke would bury the changes that matter
+    audited: ClassVar[bool] = True
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
@@ -36,7 +39,7 @@ class Repository(Generic[T]):
         record: T = self.model(**values)
         self.session.add(record)
         self.session.flush()
-        self.uow.audit.record("create", self.entity, self._key(record), None, snapshot(record))
+        self._audit("create", record, None, snapshot(record))
         return record
 
     def get(self, record_id: Any) -> T | None:
@@ -71,7 +74,7 @@ class Repository(Generic[T]):
         self.session.flush()  # bumps ``version`` where the table has one
         after = snapshot(record)
         if after != before:
-            self.uow.audit.record("update", self.entity, self._key(record), before, after)
+            self._audit("update", record, before, after)
         return record
 
     def delete(self, record_id: Any, *, expected_version: int | None = None) -> None:
@@ -81,7 +84,7 @@ class Repository(Generic[T]):
         before = snapshot(record)
         self.session.delete(record)
         self.session.flush()
-        self.uow.audit.record("delete", self.entity, self._key(record), before, None)
+        self._audit("delete", record, before, None)
 
     def list(
         self,
@@ -96,6 +99,12 @@ class Repository(Generic[T]):
         query = select(self.model).filter_by(**filters)
         query = query.order_by(column.desc() if order_by.startswith("-") else column)
         return self.session.execute(query.limit(limit).offset(offset)).scalars().all()
+
+    def _audit(
+        self, action: str, record: T, before: dict[str, Any] | None, after: dict[str, Any] | None
+    ) -> None:
+        if self.audited:
+            self.uow.audit.record(action, self.entity, self._key(record), before, after)
 
     def _check_version(self, record: T, expected: int | None) -> None:
         current = getattr(record, "version", None)
