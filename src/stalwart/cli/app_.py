@@ -61,7 +61,11 @@ def run_app(host: str, port: int) -> None:
     """Serve ``build_app()`` on host:port with the server options below; blocks until stopped."""
     # Imported here: Streamlit takes about a second to import and other commands don't need it.
     from stalwart.web.asgi import build_app
+    from stalwart.web.server_tuning import enable_tcp_nodelay
 
+    # Before run(): the listening socket is bound inside it. The heap is frozen later, in the
+    # app's lifespan, so that `streamlit run app.py` and `uvicorn app:app` get that fix too.
+    enable_tcp_nodelay()
     build_app().run(config=server_options(host, port))
 
 
