@@ -1,0 +1,265 @@
+"""End-to-end fixtures: the real server in a child process, and headless Chromium.
+
+``live_app`` is a running ``app run`` (``python -m stalwart.cli.main run``) on a free port, once
+on SQLite and once on PostgreSQL; ``live_app_factory`` starts more of them (or other launchers).
+``browser``/``context``/``page`` drive Chromium through Playwright's sync API; the helpers that
+wait for Streamlit are in ``tests/e2e/browser.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, need
+from tests.e2e.browser import BROWSER_ARGS, CHROMIUM, browser_problem, prepare_context
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+
+# Bounds so that a hung server fails the test instead of hanging the run; not performance claims.
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 20
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-secret-value-that-must-never-be-shown-0123456789"
+
+
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """A child's environment: no STALWART_ settings of ours leak in, data under ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STALWART_")}
+    env.update(
+        STALWART_DATA_DIR=str(data_dir),
+        STALWART_SECRET_KEY=SECRET,
+        STALWART_LOG_LEVEL="DEBUG",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    # So the children import this checkout even when the package is not installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def cli(*args: str) -> list[str]:
+    """The ``app`` command line run by this interpreter."""
+    return [sys.executable, "-m", "stalwart.cli.main", *args]
+
+
+def app_run(port: int) -> list[str]:
+    """``app run`` on 127.0.0.1:port."""
+    return cli("run", "--host", "127.0.0.1", "--port", str(port))
+
+
+@dataclass
+class LiveApp:
+    """A real server in a child process: start, stop, kill and restart it on the same port.
+
+    Its output (both streams, across restarts) goes to ``workdir/server.log``.
+    """
+
+    command: list[str]
+    port: int
+    workdir: Path
+    env: dict[str, str]
+    db_url: str | None = None
+    health_path: str = "/healthz"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:port"""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the server's output goes."""
+        return self.workdir / "server.log"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (it is the server itself, not a wrapper)."""
+        assert self.process is not None, "the server is not started"
+        return self.process.pid
+
+    def start(self, *, wait: bool = True) -> LiveApp:
+        """Start the server; with ``wait``, return once /healthz answers (else fail the test)."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            self.wait_until_healthy()
+        return self
+
+    def wait_until_healthy(self) -> None:
+        """Poll ``health_path`` until it answers 200; else fail the test, showing the log."""
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.url}{self.health_path}", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.kill()
+        pytest.fail(
+            f"server did not answer {self.health_path} within {START_TIMEOUT_S}s:\n{self.logs()}"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL if it does not go; the exit code (None if never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-whatever, as in a crash or an OOM kill."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def restart(self) -> LiveApp:
+        """Kill the server (SIGKILL) and start it again on the same port and database."""
+        self.kill()
+        return self.start()
+
+    def logs(self) -> str:
+        """Everything the server wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log lines the server wrote so far, parsed."""
+        records = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records
+
+
+def launch(
+    command: list[str], port: int, workdir: Path, *, health_path: str = "/healthz", **env: str
+) -> LiveApp:
+    """Start ``command`` (a server that will listen on ``port``) and wait until it is healthy."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env_ = server_env(workdir / "data", **env)
+    return LiveApp(command, port, workdir, env_, health_path=health_path).start()
+
+
+LiveAppFactory = Callable[..., LiveApp]
+
+
+@pytest.fixture
+def live_app_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveAppFactory]:
+    """Start ``app run`` servers: ``live_app_factory("sqlite"|"postgresql", **env)``.
+
+    Each gets a free port, its own directory and a fresh database (a SQLite file, or a new
+    PostgreSQL database from ``pg_url``); ``command=`` runs another launcher on that port
+    (``command=lambda port: [...]``). Every server is stopped at teardown, before its database
+    is dropped.
+    """
+    started: list[LiveApp] = []
+
+    def start(
+        db_kind: str = "sqlite",
+        *,
+        command: Callable[[int], list[str]] = app_run,
+        wait: bool = True,
+        **env: str,
+    ) -> LiveApp:
+        workdir = tmp_path_factory.mktemp(f"live-{db_kind}")
+        if db_kind == "sqlite":
+            db_url = f"sqlite:///{workdir / 'data' / 'stalwart.db'}"
+        elif db_kind == "postgresql":
+            db_url = str(request.getfixturevalue("pg_url"))
+        else:
+            raise ValueError(f"unknown database kind {db_kind!r}")
+        port = free_port()
+        # env may route the server to the database another way (through a proxy, say);
+        # db_url stays the direct URL, for the test to look into the database itself.
+        settings = {"STALWART_DATABASE_URL": db_url, **env}
+        app = LiveApp(
+            command(port), port, workdir, server_env(workdir / "data", **settings), db_url=db_url
+        )
+        started.append(app)
+        # Registered after pg_url was set up, so it runs before pg_url drops the database.
+        request.node.addfinalizer(app.stop)
+        return app.start(wait=wait)
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def live_app(request: pytest.FixtureRequest, live_app_factory: LiveAppFactory) -> LiveApp:
+    """A running ``app run`` server with a fresh database: once SQLite, once PostgreSQL."""
+    return live_app_factory(request.param)
+
+
+# --- the browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Playwright]:
+    """Playwright's driver, started once per test session."""
+    need("browser", browser_problem())
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_instance: Playwright) -> Iterator[Browser]:
+    """Headless Chromium (Debian's, at /usr/bin/chromium), one per test session."""
+    browser = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile (no cookies, no storage) for one test."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    prepare_context(ctx)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    """A tab in this test's fresh profile."""
+    return context.new_page()
