@@ -7,15 +7,12 @@ tmp_path, talk to it over HTTP and over Streamlit's websocket protocol, and stop
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,116 +26,36 @@ from stalwart.bootstrap import shutdown_app
 from stalwart.pages import DEFAULT_PAGE, PAGES
 from stalwart.pages.settings import HIDDEN, display_value
 from stalwart.web.asgi import SHELL_SCRIPT
+from tests.conftest import free_port
+from tests.e2e.conftest import (
+    ROOT,
+    SECRET,
+    START_TIMEOUT_S,
+    LiveApp,
+    app_run,
+    cli,
+    launch,
+    server_env,
+)
 
-# Bounds so that a hung server fails the test instead of hanging the run; not performance claims.
-START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 20
-WS_TIMEOUT_S = 30
-
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "e2e-secret-value-that-must-never-be-shown-0123456789"
+WS_TIMEOUT_S = 30  # a bound so that a hung server fails the test; not a performance claim
 TRACE_ID_HEX = 32
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STALWART_")}
-    env.update(
-        STALWART_DATA_DIR=str(tmp_path / "data"),
-        STALWART_SECRET_KEY=SECRET,
-        STALWART_LOG_LEVEL="DEBUG",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    # So the children import this checkout even when the package is not installed.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    return env
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stalwart.cli.main", *args]
-
-
-@dataclass
-class Server:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_records(self) -> list[dict[str, object]]:
-        records = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return records
-
-
-def wait_until_healthy(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server did not answer /healthz within {START_TIMEOUT_S}s:\n{server.log()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-    return process.returncode
-
-
-def start_server(command: list[str], port: int, tmp_path: Path, **env: str) -> Server:
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=server_env(tmp_path, **env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return Server(f"http://127.0.0.1:{port}", port, process, log_path)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp_path = tmp_path_factory.mktemp("server")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     port = free_port()
-    srv = start_server(cli("run", "--host", "127.0.0.1", "--port", str(port)), port, tmp_path)
+    srv = launch(app_run(port), port, tmp_path_factory.mktemp("server"))
     try:
-        wait_until_healthy(srv)
         yield srv
     finally:
-        stop(srv.process)
+        srv.stop()
 
 
 # --- HTTP routes and middleware -----------------------------------------------------------
 
 
-def test_healthz_reports_ok_and_version(server: Server) -> None:
+def test_healthz_reports_ok_and_version(server: LiveApp) -> None:
     response = httpx.get(f"{server.url}/healthz", timeout=10)
 
     assert response.status_code == 200
@@ -148,7 +65,7 @@ def test_healthz_reports_ok_and_version(server: Server) -> None:
     assert body["version"]
 
 
-def test_readyz_checks_the_database(server: Server) -> None:
+def test_readyz_checks_the_database(server: LiveApp) -> None:
     response = httpx.get(f"{server.url}/readyz", timeout=10)
 
     assert response.status_code == 200
@@ -165,7 +82,7 @@ def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) ->
     # comes up, so liveness and readiness must disagree.
     port = free_port()
     url = f"postgresql://app:pg-password-not-to-leak@127.0.0.1:{free_port()}/stalwart"
-    srv = start_server(
+    srv = launch(
         cli("run", "--port", str(port)),
         port,
         tmp_path,
@@ -173,10 +90,9 @@ def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) ->
         STALWART_MIGRATE_ON_START="false",
     )
     try:
-        wait_until_healthy(srv)
         response = httpx.get(f"{srv.url}/readyz", timeout=30)
     finally:
-        stop(srv.process)
+        srv.stop()
 
     assert response.status_code == 503
     body = response.json()
@@ -185,13 +101,13 @@ def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) ->
     assert database["status"] == "error"
     assert database["latency_ms"] >= 0
     assert database["error"] == "DatabaseUnavailableError"
-    assert database["error_id"] in srv.log()
+    assert database["error_id"] in srv.logs()
     assert "pg-password-not-to-leak" not in response.text
     assert "127.0.0.1" not in response.text
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/", "/_stcore/health"])
-def test_every_http_response_carries_a_fresh_trace_id(server: Server, path: str) -> None:
+def test_every_http_response_carries_a_fresh_trace_id(server: LiveApp, path: str) -> None:
     first = httpx.get(f"{server.url}{path}", timeout=10).headers["x-trace-id"]
     second = httpx.get(f"{server.url}{path}", timeout=10).headers["x-trace-id"]
 
@@ -201,7 +117,7 @@ def test_every_http_response_carries_a_fresh_trace_id(server: Server, path: str)
 
 
 def test_a_well_formed_incoming_trace_id_is_kept_and_a_forged_one_replaced(
-    server: Server,
+    server: LiveApp,
 ) -> None:
     given = "0123456789abcdef0123456789abcdef"
     kept = httpx.get(f"{server.url}/healthz", headers={"X-Trace-Id": given}, timeout=10)
@@ -252,7 +168,7 @@ def assert_ran_cleanly(messages: list[ForwardMsg]) -> None:
     assert exceptions == []
 
 
-def test_home_page_renders_over_the_websocket(server: Server) -> None:
+def test_home_page_renders_over_the_websocket(server: LiveApp) -> None:
     messages = asyncio.run(rerun_over_websocket(server.port))
 
     assert_ran_cleanly(messages)
@@ -262,7 +178,7 @@ def test_home_page_renders_over_the_websocket(server: Server) -> None:
         assert f'label: "{page.title}"' in elements  # the navigation lists every page
 
 
-def test_settings_page_renders_over_the_websocket_without_secrets(server: Server) -> None:
+def test_settings_page_renders_over_the_websocket_without_secrets(server: LiveApp) -> None:
     messages = asyncio.run(rerun_over_websocket(server.port, "page=settings"))
 
     assert_ran_cleanly(messages)
@@ -271,7 +187,7 @@ def test_settings_page_renders_over_the_websocket_without_secrets(server: Server
     assert SECRET not in everything
 
 
-def test_each_rerun_logs_under_its_own_trace_id(server: Server) -> None:
+def test_each_rerun_logs_under_its_own_trace_id(server: LiveApp) -> None:
     for _ in range(2):
         assert_ran_cleanly(asyncio.run(rerun_over_websocket(server.port, "page=job-demo")))
 
@@ -298,7 +214,7 @@ def test_run_refuses_a_port_in_use_with_exit_code_2(tmp_path: Path) -> None:
         result = subprocess.run(
             cli("run", "--host", "127.0.0.1", "--port", str(port)),
             cwd=tmp_path,
-            env=server_env(tmp_path),
+            env=server_env(tmp_path / "data"),
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S,
@@ -313,7 +229,7 @@ def test_run_reports_an_invalid_setting_with_exit_code_2(tmp_path: Path) -> None
     result = subprocess.run(
         cli("run"),
         cwd=tmp_path,
-        env=server_env(tmp_path, STALWART_PORT="not-a-port"),
+        env=server_env(tmp_path / "data", STALWART_PORT="not-a-port"),
         capture_output=True,
         text=True,
         timeout=START_TIMEOUT_S,
@@ -326,15 +242,12 @@ def test_run_reports_an_invalid_setting_with_exit_code_2(tmp_path: Path) -> None
 
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    srv = start_server(cli("run", "--port", str(port)), port, tmp_path)
-    try:
-        wait_until_healthy(srv)
-    finally:
-        returncode = stop(srv.process)
+    srv = launch(cli("run", "--port", str(port)), port, tmp_path)
+    returncode = srv.stop()
 
     events = [record.get("event") for record in srv.log_records()]
     # uvicorn re-raises the signal it caught once shutdown is done, so -SIGTERM is a clean stop.
-    assert returncode in {0, -signal.SIGTERM}, srv.log()
+    assert returncode in {0, -signal.SIGTERM}, srv.logs()
     assert "app started" in events
     assert "app stopped" in events
 
@@ -367,13 +280,12 @@ def test_app_py_serves_the_same_app_under_other_launchers(tmp_path: Path, launch
             str(port),
         ],
     }[launcher]
-    srv = start_server(command, port, tmp_path)
+    srv = launch(command, port, tmp_path)
     try:
-        wait_until_healthy(srv)
         readyz = httpx.get(f"{srv.url}/readyz", timeout=10)
         messages = asyncio.run(rerun_over_websocket(port))
     finally:
-        stop(srv.process)
+        srv.stop()
 
     assert readyz.status_code == 200
     assert "x-trace-id" in readyz.headers
@@ -410,6 +322,10 @@ def test_shell_opens_on_the_home_page(app_test: AppTest) -> None:
     assert [button.label for button in at.sidebar.button] == [p.title for p in PAGES.values()]
 
 
+# Pages whose heading is not their navigation title.
+HEADINGS = {DEFAULT_PAGE: "Welcome to Stalwart", "form-demo": "Project brief 1"}
+
+
 @pytest.mark.parametrize("slug", list(PAGES))
 def test_every_page_renders_from_its_query_parameter(app_test: AppTest, slug: str) -> None:
     app_test.query_params["page"] = slug
@@ -417,8 +333,7 @@ def test_every_page_renders_from_its_query_parameter(app_test: AppTest, slug: st
 
     assert not at.exception
     assert not at.error
-    expected = "Welcome to Stalwart" if slug == DEFAULT_PAGE else PAGES[slug].title
-    assert page_title(at) == expected
+    assert page_title(at) == HEADINGS.get(slug, PAGES[slug].title)
     assert at.sidebar.button(key=f"nav-{slug}").proto.type == "primary"
 
 
@@ -428,7 +343,7 @@ def test_navigation_buttons_switch_pages_and_update_the_url(app_test: AppTest, s
     at.sidebar.button(key=f"nav-{slug}").click().run()
 
     assert not at.exception
-    assert page_title(at) == PAGES[slug].title
+    assert page_title(at) == HEADINGS.get(slug, PAGES[slug].title)
     assert at.query_params["page"] == slug
 
     at.sidebar.button(key=f"nav-{DEFAULT_PAGE}").click().run()
@@ -440,8 +355,10 @@ def test_an_unknown_page_falls_back_to_home_with_a_warning(app_test: AppTest) ->
     at = app_test.run()
 
     assert not at.exception
-    assert str(at.warning[0].value) == "There is no such page; here is the home page."
+    # A toast, not a warning above the content: nothing moves under the user.
+    assert str(at.toast[0].value) == "There is no such page; here is the home page."
     assert page_title(at) == "Welcome to Stalwart"
+    assert at.query_params["page"] == DEFAULT_PAGE
 
 
 def test_settings_page_lists_settings_and_hides_the_secret(app_test: AppTest) -> None:
@@ -456,7 +373,7 @@ def test_settings_page_lists_settings_and_hides_the_secret(app_test: AppTest) ->
 
 
 def test_coming_soon_pages_offer_no_controls(app_test: AppTest) -> None:
-    for slug in ("form-demo", "job-demo", "import-export"):
+    for slug in ("job-demo", "import-export"):
         app_test.query_params["page"] = slug
         at = app_test.run()
 

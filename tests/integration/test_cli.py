@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from stalwart.core.database import DB
+from stalwart.core.migrations import revision_chain
 from tests.conftest import PYTHON, child_env
 
 
@@ -49,7 +50,7 @@ def test_db_commands_on_each_database(db_url: str) -> None:
     assert "current: empty" in app("db", "current", **env).stdout
     migrated = app("db", "migrate", **env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied: 0001, 0002" in migrated.stdout
+    assert f"applied: {', '.join(revision_chain())}" in migrated.stdout
     assert "already at head" in app("db", "migrate", **env).stdout
     assert "up to date" in app("db", "current", **env).stdout
     assert "seeded 4 demo project(s)" in app("db", "seed", **env).stdout
@@ -57,7 +58,7 @@ def test_db_commands_on_each_database(db_url: str) -> None:
     assert "ok: 4 audit row(s)" in app("audit", "verify", **env).stdout
     down = app("db", "downgrade", "base", **env)
     assert down.returncode == 0
-    assert "reverted: 0001" in down.stdout
+    assert f"reverted: {', '.join(reversed(revision_chain()))}" in down.stdout
     assert "current: empty" in app("db", "current", **env).stdout
 
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import streamlit as st
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from stalwart.bootstrap import AppContext
+    from stalwart.core.router import Router
+    from stalwart.core.session import UserSession
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What a page is rendered for: the browser's session, the URL params, the router."""
+
+    session: UserSession
+    params: dict[str, str]
+    router: Router
 
 
 class Page(ABC):
@@ -22,9 +35,11 @@ class Page(ABC):
     title: ClassVar[str]
     # An emoji or a Material Symbol such as ":material/home:", as Streamlit's ``icon=`` takes.
     icon: ClassVar[str]
+    #: the URL params this page takes (validated by the router), if any
+    params_model: ClassVar[type[BaseModel] | None] = None
 
     @abstractmethod
-    def render(self, ctx: AppContext) -> None:
+    def render(self, ctx: AppContext, req: PageRequest) -> None:
         """Draw the page into the main area for the current rerun."""
 
     def __repr__(self) -> str:
@@ -37,7 +52,7 @@ class ComingSoonPage(Page):
     summary: ClassVar[str]
     features: ClassVar[tuple[str, ...]]
 
-    def render(self, ctx: AppContext) -> None:
+    def render(self, ctx: AppContext, req: PageRequest) -> None:
         """Draw the summary and the list of planned features."""
         st.title(self.title)
         st.info("Coming in a later release.", icon=":material/schedule:")

@@ -1,21 +1,151 @@
-"""The form demo page (not built yet): says what it will do."""
+"""The form demo: a project brief whose input is never lost.
+
+Text, long text, number, select, multi-select, checkbox, date, file and table fields, all in a
+form fragment (typing reruns the form, not the page), with Save / Apply / Reset, undo / redo,
+the state indicator and the conflict panel. Below the form, a summary computed from the
+*applied* draft: the main container recomputes only on Apply, Save and navigation.
+"""
 
 from __future__ import annotations
 
-from stalwart.pages.base import ComingSoonPage
+from datetime import date
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import streamlit as st
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stalwart.pages.base import Page, PageRequest
+from stalwart.widgets.forms import open_form
+from stalwart.widgets.inputs import (
+    s_checkbox,
+    s_date,
+    s_file,
+    s_multiselect,
+    s_number,
+    s_select,
+    s_table,
+    s_text,
+    s_textarea,
+)
+
+if TYPE_CHECKING:
+    from stalwart.bootstrap import AppContext
+
+STATUSES: Final = ("planned", "active", "done")
+TAGS: Final = ("internal", "customer", "compliance", "infrastructure", "research")
+MILESTONE_COLUMNS: Final = ("milestone", "due", "cost")
+DEFAULTS: Final[dict[str, Any]] = {
+    "name": "",
+    "summary": "",
+    "budget": 0,
+    "status": "planned",
+    "tags": [],
+    "due_date": None,
+    "confidential": False,
+    "attachment": None,
+    "milestones": [],
+}
 
 
-class FormDemoPage(ComingSoonPage):
-    """Will show a form whose input survives refreshes, restarts and database hiccups."""
+class ProjectBrief(BaseModel):
+    """What a brief must be to be saved; a draft may be anything while it is typed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=3, max_length=200)
+    summary: str = Field(max_length=5000)
+    budget: float = Field(ge=0, le=1_000_000_000)
+    status: Literal["planned", "active", "done"]
+    tags: list[str]
+    due_date: date | None
+    confidential: bool
+    attachment: dict[str, Any] | None
+    milestones: list[dict[str, Any]]
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a name is required")
+        return value
+
+
+class BriefParams(BaseModel):
+    """``?page=form-demo&brief=N``: which of the briefs to edit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brief: int = Field(default=1, ge=1, le=999)
+
+
+class FormDemoPage(Page):
+    """A project brief with every kind of field, kept through anything."""
 
     slug = "form-demo"
     title = "Form demo"
     icon = ":material/edit_note:"
-    summary = "A form whose input is never lost."
-    features = (
-        "Every field saved as you type and restored after a refresh, a closed tab or a "
-        "server restart.",
-        "**Save**, **Apply** and **Reset**, with undo and redo.",
-        "Conflict handling: when someone else saved first, you see both versions and choose "
-        "which to keep.",
-    )
+    params_model = BriefParams
+
+    def render(self, ctx: AppContext, req: PageRequest) -> None:
+        """The brief picker, the form (a fragment) and the summary of the applied draft."""
+        brief = int(req.params.get("brief", 1))
+        st.title(f"Project brief {brief}")
+        picker = st.columns(6)
+        for n in (1, 2, 3):
+            picker[n - 1].button(
+                f"Brief {n}",
+                key=f"brief-pick-{n}",
+                type="primary" if n == brief else "secondary",
+                on_click=req.router.navigate,
+                args=(self.slug,),
+                kwargs={"brief": n},
+                width="stretch",
+            )
+        form_id = f"project_brief:{brief}"
+        _brief_form(req, form_id)
+        _summary(req, form_id)
+
+
+@st.fragment
+def _brief_form(req: PageRequest, form_id: str) -> None:
+    form = open_form(req.session, form_id, defaults=DEFAULTS, schema=ProjectBrief)
+    form.indicator()
+    left, right = st.columns(2)
+    with left:
+        s_text(form, "name", "Project name", max_chars=200)
+        s_number(form, "budget", "Budget (EUR)", min_value=0.0, step=100.0)
+        s_select(form, "status", "Status", STATUSES)
+        s_date(form, "due_date", "Due date", value=None)
+    with right:
+        s_multiselect(form, "tags", "Tags", TAGS)
+        s_checkbox(form, "confidential", "Confidential")
+        s_file(form, "attachment", "Attachment", types=("pdf", "txt", "csv", "png", "jpg"))
+    s_textarea(form, "summary", "Summary", height=150, max_chars=5000)
+    s_table(form, "milestones", "Milestones", columns=MILESTONE_COLUMNS)
+    form.controls()
+
+
+def _summary(req: PageRequest, form_id: str) -> None:
+    from stalwart.widgets.forms import applied_data
+
+    applied = applied_data(req.session, form_id, DEFAULTS)
+    st.subheader("Applied summary")
+    box = st.container(height=120, border=True)  # fixed height: nothing below it moves
+    if applied is None:
+        box.caption("Press **Apply** to compute the summary from the draft.")
+        return
+    milestones = applied.get("milestones") or []
+    planned = sum(float(m.get("cost") or 0) for m in milestones if _is_number(m.get("cost")))
+    budget = float(applied.get("budget") or 0)
+    cols = box.columns(3)
+    cols[0].metric("Budget", f"{budget:,.0f}")
+    cols[1].metric("Milestone costs", f"{planned:,.0f}")
+    cols[2].metric("Left", f"{budget - planned:,.0f}")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

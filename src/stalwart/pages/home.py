@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from stalwart import __version__
-from stalwart.pages.base import Page
+from stalwart.pages.base import Page, PageRequest
 
 if TYPE_CHECKING:
     from stalwart.bootstrap import AppContext
@@ -20,7 +20,7 @@ class HomePage(Page):
     title = "Home"
     icon = ":material/home:"
 
-    def render(self, ctx: AppContext) -> None:
+    def render(self, ctx: AppContext, req: PageRequest) -> None:
         """Draw the welcome text."""
         st.title("Welcome to Stalwart")
         st.markdown(

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from stalwart import __version__
 from stalwart.core.config import ENV_PREFIX
-from stalwart.pages.base import Page
+from stalwart.pages.base import Page, PageRequest
 
 if TYPE_CHECKING:
     from stalwart.bootstrap import AppContext
@@ -29,7 +29,7 @@ class SettingsPage(Page):
     title = "Settings"
     icon = ":material/settings:"
 
-    def render(self, ctx: AppContext) -> None:
+    def render(self, ctx: AppContext, req: PageRequest) -> None:
         """Draw the settings table."""
         st.title("Settings")
         st.markdown(

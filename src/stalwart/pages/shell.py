@@ -1,8 +1,9 @@
 """The page shell: the script that ``st.App`` runs on every rerun.
 
-It takes the app context, binds a trace id for the rerun, draws the navigation and renders the
-current page. The current page is the ``page`` query parameter, so a refresh or a shared link
-lands on the same page. Kept thin on purpose: the Router (core/router.py) will replace it.
+It finds the browser's session (identity cookie -> stored session), resolves the URL to a page
+with the Router, binds a trace id for the rerun, and renders navigation and the page into a
+fixed layout: the sidebar, then one main container keyed by page, so a page switch replaces
+the main area in place and nothing above the user's scroll position moves.
 """
 
 from __future__ import annotations
@@ -13,31 +14,42 @@ import streamlit as st
 
 from stalwart.bootstrap import AppContext, current_app
 from stalwart.core.logs import get_logger, log_error, trace
+from stalwart.core.router import Router, RouteSpec
+from stalwart.core.session import bootstrap_session
 from stalwart.errors import StalwartError
 from stalwart.pages import DEFAULT_PAGE, PAGES, Page
+from stalwart.pages.base import PageRequest
+from stalwart.widgets.forms import HIDDEN_JOURNAL_CSS
 
-PAGE_PARAM: Final = "page"
+# Streamlit fades elements of the previous run while a run is in progress (opacity 0.33 after
+# 0.5 s); with runs this short that only flickers. The journal component has no visible part.
+SHELL_CSS: Final = (
+    '[data-stale="true"]{opacity:1 !important;transition:none !important}' + HIDDEN_JOURNAL_CSS
+)
+ROUTES: Final = {slug: RouteSpec(slug, page.params_model) for slug, page in PAGES.items()}
 
 _log = get_logger("stalwart.pages.shell")
 
 
 def main() -> None:
     """Render one rerun: navigation in the sidebar, the current page in the main area."""
-    requested = st.query_params.get(PAGE_PARAM, DEFAULT_PAGE)
-    page = PAGES.get(requested)
-    with trace(page=page.slug if page else None):
-        current = page or PAGES[DEFAULT_PAGE]
-        st.set_page_config(page_title=f"{current.title} · Stalwart", layout="wide")
-        draw_navigation(current)
-        if page is None:
-            _log.info("unknown page requested", requested=requested[:100])
-            # The requested name is not echoed: it comes from the URL, and markdown in a warning
-            # on our own domain would let a crafted link show someone else's text or links.
-            st.warning("There is no such page; here is the home page.")
-        render_page(current)
+    ctx = current_app()
+    with trace():
+        st.html(f"<style>{SHELL_CSS}</style>")
+        session = bootstrap_session(ctx.db, default_page=DEFAULT_PAGE)
+        router = Router(ctx.db, session, ROUTES, default=DEFAULT_PAGE)
+        route = router.resolve()
+        page = PAGES[route.page]
+        with trace(page=page.slug, session=session.id[:8]):
+            st.set_page_config(page_title=f"{page.title} · Stalwart", layout="wide")
+            draw_navigation(page, router)
+            if route.notice:
+                st.toast(route.notice, icon=":material/info:")
+            with st.container(key=f"page-{page.slug}"):
+                render_page(page, ctx, PageRequest(router.session, route.params, router))
 
 
-def draw_navigation(current: Page) -> None:
+def draw_navigation(current: Page, router: Router) -> None:
     """One sidebar button per page; the current one is highlighted."""
     with st.sidebar:
         st.markdown("### Stalwart")
@@ -48,21 +60,15 @@ def draw_navigation(current: Page) -> None:
                 icon=page.icon,
                 type="primary" if page is current else "tertiary",
                 width="stretch",
-                on_click=go_to,
+                on_click=router.navigate,
                 args=(page.slug,),
             )
 
 
-def go_to(slug: str) -> None:
-    """Make ``slug`` the current page (a widget callback; Streamlit reruns right after it)."""
-    st.query_params[PAGE_PARAM] = slug
-
-
-def render_page(page: Page) -> None:
+def render_page(page: Page, ctx: AppContext, req: PageRequest) -> None:
     """Render ``page``; a failure is logged with an error id and shown, the sidebar stays usable."""
     try:
-        ctx: AppContext = current_app()
-        page.render(ctx)
+        page.render(ctx, req)
     except StalwartError as err:
         error_id = log_error(err, {"page": page.slug})
         st.error(err.message)

@@ -20,8 +20,9 @@ from stalwart import __version__
 from stalwart.bootstrap import init_app, shutdown_app
 from stalwart.core.logs import get_logger, log_error
 from stalwart.errors import StalwartError
-from stalwart.web.middleware import TraceIdMiddleware
+from stalwart.web.middleware import IdentityCookieMiddleware, TraceIdMiddleware
 from stalwart.web.routes import health_routes
+from stalwart.web.server_tuning import HEAVY_MODULES, freeze_startup_heap
 
 # Absolute, so the script is found whatever the working directory or launcher (st.App resolves a
 # relative path against sys.argv[0], which is the `app` console script when run from the CLI).
@@ -39,6 +40,9 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     except StalwartError as err:
         _log.error("app failed to start", error=err.message, action=err.action)
         raise
+    # After init_app() and Streamlit's runtime start, before the first session: from here on the
+    # collection Streamlit runs after every script run skips everything alive now.
+    await asyncio.to_thread(freeze_startup_heap, (*HEAVY_MODULES, "stalwart.pages"))
     _log.info(
         "app started",
         version=__version__,
@@ -64,7 +68,7 @@ def app_options() -> dict[str, Any]:
     return {
         "lifespan": lifespan,
         "routes": health_routes(),
-        "middleware": [Middleware(TraceIdMiddleware)],
+        "middleware": [Middleware(TraceIdMiddleware), Middleware(IdentityCookieMiddleware)],
         "on_script_error": log_script_error,
     }
 

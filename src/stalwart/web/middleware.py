@@ -7,12 +7,14 @@ every response in a task and a memory stream, and these run on every request of 
 from __future__ import annotations
 
 import re
+from http.cookies import CookieError, SimpleCookie
 from typing import Final
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stalwart.core.logs import new_trace_id, trace
+from stalwart.core.session import COOKIE_NAME, new_token, valid_token
 
 TRACE_HEADER: Final = "X-Trace-Id"
 
@@ -47,3 +49,52 @@ class TraceIdMiddleware:
 
         with trace(trace_id):
             await self.app(scope, receive, send_with_trace_id)
+
+
+class IdentityCookieMiddleware:
+    """Give every browser an opaque random identity in an HttpOnly, SameSite=Lax cookie.
+
+    Set on HTML page responses only: the page load is the first request of a visit, and
+    asset requests fired in parallel with it would otherwise each mint a different identity.
+    ``Secure`` is added when the request came over TLS (directly or through a proxy that says
+    so in ``X-Forwarded-Proto``). The Streamlit script reads the cookie from the websocket's
+    opening request (``st.context.cookies``) in ``bootstrap_session()``.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_age_s: int = 400 * 24 * 3600) -> None:
+        self.app = app
+        self.max_age_s = max_age_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if valid_token(_cookie(headers.get("cookie", ""), COOKIE_NAME)):
+            await self.app(scope, receive, send)
+            return
+        secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto") == "https"
+        cookie = (
+            f"{COOKIE_NAME}={new_token()}; Path=/; Max-Age={self.max_age_s}; HttpOnly; "
+            f"SameSite=Lax{'; Secure' if secure else ''}"
+        )
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response = MutableHeaders(scope=message)
+                if response.get("content-type", "").startswith("text/html"):
+                    response.append("set-cookie", cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _cookie(header: str, name: str) -> str | None:
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
