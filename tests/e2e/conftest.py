@@ -61,6 +61,45 @@ def app_run(port: int) -> list[str]:
     return cli("run", "--host", "127.0.0.1", "--port", str(port))
 
 
+# The ways to start the same app, by name: each takes a port and gives the command.
+LAUNCHERS: dict[str, Callable[[int], list[str]]] = {
+    "app run": app_run,
+    "python app.py": lambda port: [
+        sys.executable,
+        str(ROOT / "app.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ],
+    "streamlit run app.py": lambda port: [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.address=127.0.0.1",
+        f"--server.port={port}",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+    ],
+    # uvicorn binds through asyncio's create_server, whose sockets have proto IPPROTO_TCP, so
+    # asyncio itself sets TCP_NODELAY there.
+    "uvicorn app:app": lambda port: [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app:app",
+        "--app-dir",
+        str(ROOT),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ],
+}
+
+
 @dataclass
 class LiveApp:
     """A real server in a child process: start, stop, kill and restart it on the same port.

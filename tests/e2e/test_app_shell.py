@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from stalwart.pages.settings import HIDDEN, display_value
 from stalwart.web.asgi import SHELL_SCRIPT
 from tests.conftest import free_port
 from tests.e2e.conftest import (
-    ROOT,
+    LAUNCHERS,
     SECRET,
     START_TIMEOUT_S,
     LiveApp,
@@ -255,31 +254,7 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("launcher", ["streamlit run app.py", "uvicorn app:app"])
 def test_app_py_serves_the_same_app_under_other_launchers(tmp_path: Path, launcher: str) -> None:
     port = free_port()
-    command = {
-        "streamlit run app.py": [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.address=127.0.0.1",
-            f"--server.port={port}",
-            "--server.headless=true",
-            "--browser.gatherUsageStats=false",
-        ],
-        "uvicorn app:app": [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app:app",
-            "--app-dir",
-            str(ROOT),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-    }[launcher]
+    command = LAUNCHERS[launcher](port)
     srv = launch(command, port, tmp_path)
     try:
         readyz = httpx.get(f"{srv.url}/readyz", timeout=10)

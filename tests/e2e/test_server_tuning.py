@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,36 +24,10 @@ from websockets.typing import Subprotocol
 
 from stalwart.web.server_tuning import enable_tcp_nodelay
 from tests.conftest import free_port
-from tests.e2e.conftest import ROOT, LiveApp, app_run, launch
+from tests.e2e.conftest import LAUNCHERS, LiveApp, launch
 
 SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
 WS_TIMEOUT_S = 30  # a bound so that a hung server fails the test; not a performance claim
-
-LAUNCHERS: dict[str, Callable[[int], list[str]]] = {
-    "app run": app_run,
-    "python app.py": lambda port: [
-        sys.executable,
-        str(ROOT / "app.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ],
-    # uvicorn binds through asyncio's create_server, whose sockets have proto IPPROTO_TCP, so
-    # asyncio itself sets TCP_NODELAY there.
-    "uvicorn app:app": lambda port: [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app:app",
-        "--app-dir",
-        str(ROOT),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ],
-}
 
 
 def server_socket_inode(server_port: int, client_port: int) -> int | None:
@@ -119,7 +93,8 @@ def accepted_nodelay(server: LiveApp) -> int:
             return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+# Not "streamlit run app.py": Streamlit binds before our code loads (see the control below).
+@pytest.mark.parametrize("launcher", ["app run", "python app.py", "uvicorn app:app"])
 def test_accepted_connections_send_without_nagle_delays(tmp_path: Path, launcher: str) -> None:
     port = free_port()
     server = launch(LAUNCHERS[launcher](port), port, tmp_path)

@@ -233,43 +233,27 @@ class Form:
 
     def controls(self, *, on_apply: Callable[[], None] | None = None) -> None:
         """Save / Apply / Reset / Undo / Redo buttons."""
-        cols = st.columns(5, gap="small")
-        cols[0].button(
-            "Save",
-            key=f"swc__{self.rt.slug}__save",
-            type="primary",
-            on_click=self._request_save,
-            width="stretch",
-        )
-        cols[1].button(
-            "Apply", key=f"swc__{self.rt.slug}__apply", on_click=self._apply, width="stretch"
-        )
-        cols[2].button(
-            "Reset",
-            key=f"swc__{self.rt.slug}__reset",
-            on_click=self._op,
-            args=("reset",),
-            disabled=not self.state.dirty,
-            width="stretch",
-        )
-        cols[3].button(
-            "Undo",
-            key=f"swc__{self.rt.slug}__undo",
-            on_click=self._op,
-            args=("undo",),
-            disabled=not self.state.can_undo,
-            width="stretch",
-            help="Ctrl+Z",
-        )
-        cols[4].button(
-            "Redo",
-            key=f"swc__{self.rt.slug}__redo",
-            on_click=self._op,
-            args=("redo",),
-            disabled=not self.state.can_redo,
-            width="stretch",
-            help="Ctrl+Shift+Z",
-        )
+        state = self.state
+        buttons: list[tuple[str, Callable[..., None], tuple[str, ...], bool, str | None]] = [
+            ("Save", self._request_save, (), False, None),
+            ("Apply", self._apply, (), False, None),
+            ("Reset", self._op, ("reset",), not state.dirty, None),
+            ("Undo", self._op, ("undo",), not state.can_undo, "Ctrl+Z"),
+            ("Redo", self._op, ("redo",), not state.can_redo, "Ctrl+Shift+Z"),
+        ]
+        for col, (label, action, args, disabled, shortcut) in zip(
+            st.columns(len(buttons), gap="small"), buttons, strict=True
+        ):
+            col.button(
+                label,
+                key=f"swc__{self.rt.slug}__{label.lower()}",
+                type="primary" if label == "Save" else "secondary",
+                on_click=action,
+                args=args,
+                disabled=disabled,
+                help=shortcut,
+                width="stretch",
+            )
         if self.rt.save_key is not None:
             self._save()
         if self.view.conflict and self.rt.show_conflict:
