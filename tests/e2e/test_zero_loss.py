@@ -287,6 +287,20 @@ def test_server_killed_and_restarted_everything_is_back(live_app: LiveApp, page:
     assert_every_kind(brief)
 
 
+def test_server_killed_the_page_reconnects_without_a_reload(live_app: LiveApp, page: Page) -> None:
+    from playwright.sync_api import expect
+
+    brief = Brief(page, live_app, 8).open()
+    brief.type("summary", "kept across a reconnect")
+    live_app.restart()  # SIGKILL with the keystrokes possibly unsent; the tab stays open
+    # Streamlit reconnects by itself; the journal offers the new session what it never got.
+    expect(brief.field("summary")).to_have_value(
+        "kept across a reconnect", timeout=SETTLE_TIMEOUT_MS
+    )
+    brief.wait_journal_empty()
+    assert stored_draft(brief)["summary"] == "kept across a reconnect"
+
+
 def test_navigation_and_back_forward_keep_page_params_and_values(
     live_app: LiveApp, page: Page
 ) -> None:

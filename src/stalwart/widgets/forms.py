@@ -130,12 +130,10 @@ class Form:
         rt: FormRuntime,
         session: UserSession,
         schema: type[BaseModel] | None,
-        title: str,
     ) -> None:
         self.rt = rt
         self.session = session
         self.schema = schema
-        self.title = title
         self.errors: dict[str, str] = {}
         self._indicator: Any = None
 
@@ -231,7 +229,7 @@ class Form:
         version = self.state.base_version
         return (f"saved (version {version})" if version else "saved (nothing to save)"), "green"
 
-    def controls(self, *, on_apply: Callable[[], None] | None = None) -> None:
+    def controls(self) -> None:
         """Save / Apply / Reset / Undo / Redo buttons."""
         state = self.state
         buttons: list[tuple[str, Callable[..., None], tuple[str, ...], bool, str | None]] = [
@@ -284,6 +282,9 @@ class Form:
             data={
                 "form": rt.slug,
                 "ns": self.session.id[:16],
+                # A new server session (a restart, a reconnect) must be offered the journal
+                # again: this tells the page's journal which session it talks to.
+                "session": rt.tab,
                 "revision": self.state.revision,
                 "values": {k: _journal_value(self.state.data.get(k)) for k in rt.journalled},
                 "acked": rt.last_item,
@@ -453,7 +454,6 @@ def open_form(
     *,
     defaults: Mapping[str, Any],
     schema: type[BaseModel] | None = None,
-    title: str = "",
 ) -> Form:
     """Load the form for this tab and take what the browser sent.
 
@@ -466,7 +466,7 @@ def open_form(
     if rt is None or rt.session_id != session.id:
         rt = FormRuntime(form_id, slug, dict(defaults), session.id, session.tab)
         runtimes[slug] = rt
-    form = Form(rt, session, schema, title)
+    form = Form(rt, session, schema)
 
     _flush_pending(rt)
     try:
@@ -510,6 +510,8 @@ def _adopt_external_changes(form: Form, fresh: FormView) -> None:
 def _take_outbox(form: Form, component_state: Any) -> None:
     """Apply the journal's outbox items this tab has not applied yet, in order."""
     outbox = (component_state or {}).get("outbox") if isinstance(component_state, Mapping) else None
+    if not _flush_pending(form.rt):
+        return  # the database is still away: the items stay unacknowledged, sent again later
     items = [i for i in (outbox or {}).get("items", []) if int(i.get("id", 0)) > form.rt.last_item]
     for item in sorted(items, key=lambda i: int(i["id"])):
         if not _apply_item(form, item):
@@ -528,9 +530,6 @@ def _apply_item(form: Form, item: Mapping[str, Any]) -> bool:
             value = rt.readers[name](item.get("v"))
         except (TypeError, ValueError):
             return True  # a half-typed number ("-", "1e"): the widget sends it when complete
-        if rt.pending:
-            rt.pending.append((name, value, True))
-            return _flush_pending(rt)
         return persist_input(form.key(name), value, typed=True)
     if kind in ("undo", "redo"):
         return form.run(FormState.undo if kind == "undo" else FormState.redo) is not None

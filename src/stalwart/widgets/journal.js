@@ -103,6 +103,15 @@ export default function (component) {
   if (!data || !data.form) return;
   const j = journalFor(data.form, data.ns);
   j.setState = setStateValue;
+  if (j.session !== data.session) {
+    // The server side is new (it restarted, or the page reconnected to another session):
+    // it has applied nothing of ours, so number afresh and offer the journal again.
+    j.session = data.session;
+    j.acked = 0;
+    j.nextId = 1;
+    j.outbox = [];
+    j.replayed = false;
+  }
   j.revision = data.revision;
   j.values = data.values || {};
   if (data.acked > j.acked) {
