@@ -287,8 +287,8 @@ class DB:
             self._in_tx.active = False
 
     def _stored_result(self, key: str) -> tuple[Any] | None:
-        with Session(self.engine) as session:
-            stored = session.get(IdempotencyKey, key)
+        with self.unit_of_work(read_only=True) as uow:  # a read: no SQLite write lock
+            stored = uow.session.get(IdempotencyKey, key)
             return (stored.result,) if stored is not None else None
 
     def translate_final(self, exc: DBAPIError) -> DatabaseError:
