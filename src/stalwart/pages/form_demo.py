@@ -15,7 +15,7 @@ import streamlit as st
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stalwart.pages.base import Page, PageRequest
-from stalwart.widgets.forms import open_form
+from stalwart.widgets.forms import applied_data, open_form
 from stalwart.widgets.inputs import (
     s_checkbox,
     s_date,
@@ -126,8 +126,6 @@ def _brief_form(req: PageRequest, form_id: str) -> None:
 
 
 def _summary(req: PageRequest, form_id: str) -> None:
-    from stalwart.widgets.forms import applied_data
-
     applied = applied_data(req.session, form_id, DEFAULTS)
     st.subheader("Applied summary")
     box = st.container(height=120, border=True)  # fixed height: nothing below it moves
