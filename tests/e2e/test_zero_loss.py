@@ -450,6 +450,9 @@ def test_two_pages_on_one_form_see_the_conflict_and_both_choices_work(
     bob.type("summary", "Bob's summary")
     bob.wait_status("^conflict")
     expect(bob.field("summary")).to_have_value("Bob's summary")
+    # Known issue (see the issue note): a click that races the rerun of a keystroke batch still
+    # in flight can be lost. Let the typing land first, as the navigation test does.
+    bob.wait_journal_empty()
     # What these clicks bring is a dialog: wait for it, not for the run.
     bob.button("Resolve").click()
     dialog = bob.page.get_by_role("dialog")
@@ -468,6 +471,7 @@ def test_two_pages_on_one_form_see_the_conflict_and_both_choices_work(
     # Alice's saved version was replaced: her next interaction tells her; Save shows both.
     alice.type("summary", "Alice was here")
     alice.wait_status("^conflict")
+    alice.wait_journal_empty()
     alice.button("Save").click()
     dialog = alice.page.get_by_role("dialog")
     expect(dialog).to_contain_text("Bob's summary")
