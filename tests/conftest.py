@@ -23,6 +23,8 @@ from stalwart.core.database import DB, RetryPolicy
 from stalwart.core.migrations import migrate
 
 PG_URL = os.environ.get("STALWART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# A Redis database of its own (13), and queue names unique per test, removed afterwards.
+REDIS_URL = os.environ.get("STALWART_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 REQUIRED = {s.strip() for s in os.environ.get("STALWART_REQUIRE", "").split(",") if s.strip()}
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,20 @@ def postgres_problem() -> str | None:
         engine.dispose()
     except Exception as exc:
         return f"cannot connect to {make_url(PG_URL).render_as_string()}: {exc}"
+    return None
+
+
+@cache
+def redis_problem() -> str | None:
+    """Why Redis at STALWART_TEST_REDIS_URL cannot be used, or None."""
+    from redis import Redis
+
+    try:
+        client = Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        return f"cannot connect to {REDIS_URL}: {exc}"
     return None
 
 

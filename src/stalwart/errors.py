@@ -98,3 +98,48 @@ class IntegrityViolationError(DatabaseError):
     """A write broke a rule of the data (a duplicate name, a missing reference, a bad value)."""
 
     default_action = "Change the values named in the message and save again; your input is kept."
+
+
+class JobError(StalwartError):
+    """Base for failures of background jobs."""
+
+    default_action = "Open the Jobs page (or run `app jobs list`) to see the job's state."
+
+
+class JobNotFoundError(NotFoundError):
+    """No job has the id asked for."""
+
+    default_action = "Check the id with `app jobs list` (or on the Jobs page)."
+
+
+class IllegalTransitionError(JobError):
+    """A job was asked to change to a status its current status cannot lead to."""
+
+    default_action = "Reload the job: its status has changed; act on what it shows now."
+
+
+class JobDefinitionError(JobError):
+    """A job names an unknown function or arguments the function does not accept."""
+
+    default_action = "Fix the function reference or the arguments named above and submit again."
+
+
+class JobCancelled(JobError):
+    """Raised inside a job function by its progress reporter once cancel was requested."""
+
+    default_action = "Nothing to do: the job stopped because it was cancelled."
+
+
+class JobTimeoutError(JobError):
+    """A job ran longer than its timeout."""
+
+    default_action = "Retry with smaller parameters, or raise the job's timeout."
+
+
+class JobBackendUnavailableError(JobError):
+    """The job engine's broker (Redis for the rq engine) cannot be reached."""
+
+    default_action = (
+        "Check that Redis is running and STALWART_REDIS_URL is right; the job is saved and "
+        "will be dispatched once it is reachable."
+    )

@@ -30,6 +30,7 @@ TABLES = {
     "form_drafts",
     "form_versions",
     "stored_files",
+    "jobs",
 }
 
 

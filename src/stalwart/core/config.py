@@ -28,6 +28,9 @@ _FIXES: dict[str, str] = {
     "port": "use a free TCP port between 1 and 65535",
     "log_level": "use one of: DEBUG, INFO, WARNING, ERROR",
     "secret_key": "set STALWART_SECRET_KEY to a random string of at least 32 characters",
+    "jobs_engine": "use embedded (in-process workers) or rq (RQ workers on Redis)",
+    "redis_url": "use redis://host:6379/0 (or rediss:// for TLS)",
+    "jobs_lease_s": "use a lease of at least three heartbeat intervals",
 }
 
 
@@ -51,6 +54,23 @@ class AppConfig(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
     secret_key: SecretStr = SecretStr(DEV_SECRET)
+    # Background jobs (see OPERATIONS.md, "Jobs").
+    jobs_engine: Literal["embedded", "rq"] = "embedded"
+    #: embedded: worker threads per app process (0: this process runs no jobs)
+    jobs_workers: int = Field(default=2, ge=0, le=64)
+    jobs_heartbeat_s: float = Field(default=2.0, gt=0.0, le=300.0)
+    #: a running job whose heartbeat is older than this is presumed dead and re-queued
+    jobs_lease_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    #: how long a cancelled running job may take to stop by itself before it is stopped hard
+    jobs_cancel_grace_s: float = Field(default=10.0, ge=0.0, le=3600.0)
+    jobs_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    jobs_backoff_initial_s: float = Field(default=5.0, ge=0.0, le=3600.0)
+    jobs_backoff_max_s: float = Field(default=300.0, ge=0.0, le=86_400.0)
+    #: rq: the queue workers listen on, and where Redis is
+    jobs_queue: str = Field(default="stalwart", min_length=1, max_length=100)
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    #: run cron-like schedules in this process (one process wins the lock; the rest wait)
+    scheduler_enabled: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -72,6 +92,22 @@ class AppConfig(BaseSettings):
         if backend == "postgresql" and not url.host and not url.query.get("host"):
             raise ValueError("a PostgreSQL URL needs a host")
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a Redis URL")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> AppConfig:
+        if self.jobs_lease_s < 3 * self.jobs_heartbeat_s:
+            raise ValueError(
+                f"jobs_lease_s: {self.jobs_lease_s} s is less than three heartbeats "
+                f"({self.jobs_heartbeat_s} s each); a slow heartbeat would re-run live jobs"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> AppConfig:

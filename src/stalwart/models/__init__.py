@@ -4,6 +4,7 @@ from stalwart.models.audit import AuditEntry
 from stalwart.models.base import Base
 from stalwart.models.form import FormDraft, FormVersion, StoredFile
 from stalwart.models.idempotency import IdempotencyKey
+from stalwart.models.job import JobRecord
 from stalwart.models.project import Project
 from stalwart.models.session import SessionRecord
 
@@ -13,6 +14,7 @@ __all__ = [
     "FormDraft",
     "FormVersion",
     "IdempotencyKey",
+    "JobRecord",
     "Project",
     "SessionRecord",
     "StoredFile",

@@ -1,0 +1,295 @@
+"""Job engines: where jobs run. Chosen by ``STALWART_JOBS_ENGINE``; both write the same table.
+
+- ``embedded`` (default): a few threads in the app process (or in ``app jobs worker``) claim
+  jobs from the ``jobs`` table, beside a sweeper that reaps jobs whose worker died.
+- ``rq``: enqueue also pushes an RQ job onto Redis; RQ workers (``app jobs worker --engine rq``)
+  run it through ``run_rq_job``, which claims that row and runs it like the embedded engine
+  does. RQ does the queueing, the delays of retries (``enqueue_at``) and the killing of a work
+  horse that overruns; the table keeps heartbeats, so a worker SIGKILLed mid-job is reaped by
+  the sweeper of another worker and the job is dispatched again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from rq.worker_pool import WorkerPool
+
+from stalwart.core.config import AppConfig, load_config
+from stalwart.core.database import DB
+from stalwart.core.job_runner import (
+    Execution,
+    HardStop,
+    claim_job,
+    claim_next,
+    reap_lapsed,
+    redispatch_stale,
+    run_claimed,
+    worker_name,
+)
+from stalwart.core.jobs import Dispatcher, JobSettings, NoDispatch
+from stalwart.core.logs import get_logger
+from stalwart.errors import JobBackendUnavailableError, StalwartError
+from stalwart.models.base import utcnow
+
+log = get_logger(__name__)
+#: RQ kills a work horse this long after the job's own timeout and grace (a backstop: our
+#: monitor stops the job first).
+RQ_KILL_MARGIN_S: Final = 30
+
+
+class Sweeper:
+    """A thread that reaps jobs whose worker died (and, for rq, re-dispatches lost ones)."""
+
+    def __init__(
+        self, db: DB, settings: JobSettings, dispatcher: Dispatcher, *, redispatch: bool
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.redispatch = redispatch
+        self.interval_s = max(0.05, min(settings.heartbeat_s, settings.lease_s / 4))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start sweeping every ``interval_s`` seconds."""
+        self._thread = threading.Thread(target=self._loop, name="stalwart-job-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sweeping (waits for the current sweep)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def sweep(self) -> list[str]:
+        """One pass: the ids of jobs handed to the engine again."""
+        again = reap_lapsed(self.db, self.settings, self.dispatcher)
+        if self.redispatch:
+            again += redispatch_stale(self.db, self.settings, self.dispatcher)
+        return again
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except StalwartError as err:
+                log.warning("job sweep failed", error=err.message)
+            except Exception as err:  # keep sweeping: a dead sweeper means stuck jobs
+                log.exception("job sweep crashed", error=str(err))
+
+
+class EmbeddedEngine:
+    """A small pool of threads running jobs from the ``jobs`` table in this process."""
+
+    name = "embedded"
+
+    def __init__(self, db: DB, settings: JobSettings, *, workers: int = 2) -> None:
+        self.db = db
+        self.settings = settings
+        self.workers = workers
+        self.sweeper = Sweeper(db, settings, self, redispatch=False)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, Execution] = {}
+        self._lock = threading.Lock()
+
+    def dispatch(
+        self, job_id: str, *, timeout_s: float, not_before: datetime | None = None
+    ) -> None:
+        """Wake the idle workers (a job waiting for its backoff is claimed when due)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the worker threads and the sweeper."""
+        self._stopping.clear()
+        for number in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"stalwart-job-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.sweeper.start()
+        log.info("embedded job engine started", workers=self.workers)
+
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop claiming; wait up to ``wait_s`` (default: the cancel grace) for running jobs,
+        then give the unfinished ones back to the queue."""
+        self._stopping.set()
+        self._wake.set()
+        self.sweeper.stop()
+        deadline = time.monotonic() + (self.settings.cancel_grace_s if wait_s is None else wait_s)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            unfinished = list(self._running.values())
+        for execution in unfinished:
+            execution.release()
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        log.info("embedded job engine stopped", released=len(unfinished))
+
+    @property
+    def running(self) -> int:
+        """How many jobs this engine is running now."""
+        with self._lock:
+            return len(self._running)
+
+    def _work(self) -> None:
+        worker_id = worker_name()
+        while not self._stopping.is_set():
+            try:
+                claim = claim_next(self.db, worker_id, self.name)
+                if claim is None:
+                    self._wake.wait(self.settings.poll_interval_s)
+                    self._wake.clear()
+                    continue
+                job_id = claim.job_id
+
+                def track(execution: Execution | None, job_id: str = job_id) -> None:
+                    self._track(job_id, execution)
+
+                run_claimed(self.db, claim, self.settings, self, track=track)
+            except HardStop:
+                continue  # a hard stop that landed after its job had ended
+            except StalwartError as err:
+                log.warning("job worker could not reach the database", error=err.message)
+                self._stopping.wait(self.settings.poll_interval_s)
+            except Exception as err:  # a worker thread must not die of one bad job
+                log.exception("job worker error", error=str(err))
+                self._stopping.wait(self.settings.poll_interval_s)
+
+    def _track(self, job_id: str, execution: Execution | None) -> None:
+        with self._lock:
+            if execution is None:
+                self._running.pop(job_id, None)
+            else:
+                self._running[job_id] = execution
+
+
+# ---------------------------------------------------------------------------------------------
+# rq
+
+
+class RQDispatcher:
+    """Pushes a job onto the RQ queue; an RQ worker then runs ``run_rq_job(job_id)``."""
+
+    name = "rq"
+
+    def __init__(self, redis_url: str, queue_name: str, settings: JobSettings) -> None:
+        self.redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+        self.queue = Queue(queue_name, connection=self.redis)
+        self.settings = settings
+
+    def dispatch(
+        self, job_id: str, *, timeout_s: float, not_before: datetime | None = None
+    ) -> None:
+        """Enqueue an RQ job for ``job_id`` (at ``not_before`` if that is in the future)."""
+        options: dict[str, Any] = {
+            "job_timeout": int(timeout_s + self.settings.cancel_grace_s + RQ_KILL_MARGIN_S),
+            "result_ttl": 0,  # results live in the jobs table
+            "failure_ttl": 86_400,
+            "description": f"stalwart job {job_id}",
+        }
+        try:
+            if not_before is not None and not_before > utcnow():
+                self.queue.enqueue_at(not_before, run_rq_job, job_id, **options)
+            else:
+                self.queue.enqueue(run_rq_job, job_id, **options)
+        except RedisError as exc:
+            raise JobBackendUnavailableError(
+                f"Job {job_id} is saved but could not be handed to Redis: {exc}"
+            ) from exc
+
+    def check(self) -> None:
+        """Raise ``JobBackendUnavailableError`` unless Redis answers."""
+        try:
+            self.redis.ping()
+        except RedisError as exc:
+            raise JobBackendUnavailableError(f"Redis does not answer: {exc}") from exc
+
+
+def build_dispatcher(cfg: AppConfig, settings: JobSettings | None = None) -> Dispatcher:
+    """The dispatcher the settings choose; embedded without a running engine only stores."""
+    if cfg.jobs_engine == "rq":
+        return RQDispatcher(
+            cfg.redis_url.get_secret_value(),
+            cfg.jobs_queue,
+            settings or JobSettings.from_config(cfg),
+        )
+    return NoDispatch("embedded")
+
+
+@dataclass
+class _ProcessRuntime:
+    pid: int
+    db: DB
+    settings: JobSettings
+    dispatcher: Dispatcher
+
+
+_runtime: _ProcessRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def _process_runtime() -> _ProcessRuntime:
+    # Built per process: an RQ work horse is a fork, and must not share its parent's database
+    # connections or locks.
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            cfg = load_config()
+            settings = JobSettings.from_config(cfg)
+            _runtime = _ProcessRuntime(
+                os.getpid(), DB.from_config(cfg), settings, build_dispatcher(cfg, settings)
+            )
+        return _runtime
+
+
+def run_rq_job(job_id: str) -> str | None:
+    """What an RQ job runs: claim row ``job_id`` and run it; returns how it ended."""
+    runtime = _process_runtime()
+    claim = claim_job(runtime.db, job_id, worker_name("rq"), "rq")
+    if claim is None:
+        # Already run, running elsewhere, cancelled, or not yet due: a duplicate dispatch.
+        log.info("rq job has nothing to run", job_id=job_id)
+        return None
+    try:
+        status = run_claimed(runtime.db, claim, runtime.settings, runtime.dispatcher)
+    except HardStop:
+        return None
+    return status.value if status is not None else None
+
+
+def run_rq_worker(cfg: AppConfig, db: DB, *, concurrency: int = 1, burst: bool = False) -> None:
+    """Run RQ worker(s) on the configured queue until SIGTERM/SIGINT, with a sweeper."""
+    settings = JobSettings.from_config(cfg)
+    dispatcher = RQDispatcher(cfg.redis_url.get_secret_value(), cfg.jobs_queue, settings)
+    dispatcher.check()
+    sweeper = Sweeper(db, settings, dispatcher, redispatch=True)
+    sweeper.sweep()  # jobs orphaned while no worker ran
+    sweeper.start()
+    log.info("rq worker starting", queue=cfg.jobs_queue, concurrency=concurrency)
+    try:
+        if concurrency == 1:
+            name = f"{cfg.jobs_queue}-{uuid.uuid4().hex[:8]}"  # says which queue it serves
+            worker = Worker([dispatcher.queue], connection=dispatcher.redis, name=name)
+            worker.work(burst=burst, with_scheduler=True, logging_level=cfg.log_level)
+        else:
+            pool = WorkerPool(
+                [dispatcher.queue], connection=dispatcher.redis, num_workers=concurrency
+            )
+            pool.start(burst=burst, logging_level=cfg.log_level)
+    finally:
+        sweeper.stop()
+        log.info("rq worker stopped")

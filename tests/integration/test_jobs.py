@@ -1,0 +1,234 @@
+"""Jobs on each engine: embedded on SQLite and PostgreSQL, RQ on the real Redis.
+
+The same tests run against every engine: the jobs table must tell the same story whichever
+worker ran the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from stalwart.core.database import DB
+from stalwart.core.job_engines import EmbeddedEngine, RQDispatcher
+from stalwart.core.jobs import Job, JobQueue, JobStatus
+from stalwart.core.migrations import migrate
+from stalwart.errors import IllegalTransitionError, JobNotFoundError
+from stalwart.models import AuditEntry
+from tests import job_functions as fns
+from tests.conftest import REDIS_URL, need, redis_problem
+from tests.jobs_harness import (
+    FAST,
+    clean_redis,
+    start_worker,
+    stop_worker,
+    unique_queue,
+    wait_for,
+    wait_status,
+)
+
+S = JobStatus
+
+
+@dataclass
+class Jobs:
+    queue: JobQueue
+    db: DB
+    tmp: Path
+    engine: str
+
+    def gate(self) -> Path:
+        return self.tmp / f"gate-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(
+    params=[
+        "embedded-sqlite",
+        pytest.param("embedded-postgresql", marks=pytest.mark.postgres),
+        pytest.param("rq-postgresql", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ]
+)
+def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Jobs]:
+    engine, dialect = request.param.split("-")
+    if engine == "rq":
+        need("redis", redis_problem())
+    url = (
+        f"sqlite:///{tmp_path / 'data' / 'stalwart.db'}"
+        if dialect == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    db = DB(url)
+    migrate(db)
+    if engine == "embedded":
+        pool = EmbeddedEngine(db, FAST, workers=1)
+        pool.start()
+        try:
+            yield Jobs(JobQueue(db, pool), db, tmp_path, engine)
+        finally:
+            pool.stop(wait_s=1.0)
+            db.dispose()
+        return
+    queue_name = unique_queue()
+    worker = start_worker(tmp_path, url, "rq", queue_name=queue_name)
+    dispatcher = RQDispatcher(REDIS_URL, queue_name, FAST)
+    try:
+        yield Jobs(JobQueue(db, dispatcher), db, tmp_path, engine)
+    finally:
+        running = [j.worker_id for j in JobQueue(db).list_jobs(status=["running", "cancelling"])]
+        horses = [int(w.split("/")[1]) for w in running if w]
+        stop_worker(worker, horse_pids=horses)
+        clean_redis(queue_name)
+        dispatcher.redis.close()
+        db.dispose()
+        if worker.returncode not in (0, -15, -9):
+            print((tmp_path / "w.log").read_text())
+
+
+def test_enqueue_runs_and_poll_shows_the_result(jobs: Jobs) -> None:
+    job_id = jobs.queue.enqueue(Job.of(fns.add, {"a": 2, "b": 3}, owner="alice"))
+    done = wait_status(jobs.queue, job_id, "succeeded")
+    assert done.result == {"sum": 5}
+    assert (done.attempts, done.progress, done.owner, done.error) == (1, 100.0, "alice", None)
+    assert done.engine == jobs.engine
+    assert done.finished
+    assert not done.can_cancel
+    assert not done.can_retry
+    assert done.duration_s is not None
+    assert done.started_at
+    assert done.finished_at
+    with jobs.db.get_conn() as conn:
+        audit = conn.execute(
+            select(AuditEntry.action, AuditEntry.actor).where(AuditEntry.entity_id == job_id)
+        ).all()
+    assert audit == [("enqueue", "alice")]
+    assert [j.id for j in jobs.queue.list_jobs(owner="alice")] == [job_id]
+    assert jobs.queue.list_jobs(owner="alice", status="failed") == []
+
+
+def test_progress_is_visible_while_the_job_runs(jobs: Jobs) -> None:
+    gate = jobs.gate()
+    job_id = jobs.queue.enqueue(Job.of(fns.wait_for_gate, {"gate": str(gate), "steps_after": 5}))
+    running = wait_for(
+        jobs.queue, job_id, lambda j: j.status == "running" and j.progress >= 10, what="10%"
+    )
+    assert running.progress_message == "waiting for the gate"
+    assert running.heartbeat_at is not None
+    assert running.worker_id
+    assert not running.finished
+    assert running.can_cancel
+    assert [j.id for j in jobs.queue.list_jobs(status="running")] == [job_id]
+    gate.touch()
+    done = wait_status(jobs.queue, job_id, "succeeded")
+    assert done.result == {"gate": "open"}
+
+
+def test_the_same_idempotency_key_gives_the_first_job(jobs: Jobs) -> None:
+    job = Job.of(fns.add, {"a": 1, "b": 1}, idempotency_key="report-2026-11")
+    first = jobs.queue.enqueue(job)
+    second = jobs.queue.enqueue(job.model_copy(update={"owner": "someone-else"}))
+    assert first == second
+    wait_status(jobs.queue, first, "succeeded")
+    assert len(jobs.queue.list_jobs()) == 1
+
+
+def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_report(
+    jobs: Jobs,
+) -> None:
+    gate = jobs.gate()
+    running_id = jobs.queue.enqueue(Job.of(fns.wait_for_gate, {"gate": str(gate)}))
+    wait_status(jobs.queue, running_id, "running")
+    # One worker, busy: this one waits in the queue.
+    waiting_id = jobs.queue.enqueue(Job.of(fns.add, {"a": 1, "b": 2}))
+    cancelled = jobs.queue.cancel(waiting_id, user="alice")
+    assert cancelled.status == "cancelled"
+    assert cancelled.finished_at is not None
+    assert cancelled.can_retry
+
+    cancelling = jobs.queue.cancel(running_id, user="alice")
+    assert cancelling.status == "cancelling"
+    assert cancelling.cancel_requested
+    assert jobs.queue.cancel(running_id).status in ("cancelling", "cancelled")  # idempotent
+    done = wait_status(jobs.queue, running_id, "cancelled")
+    assert done.progress_message == "The job was cancelled."
+    assert jobs.queue.poll(waiting_id).attempts == 0  # it never ran
+
+    # Retry starts it over (same id, fresh attempts); this time the gate is open.
+    gate.touch()
+    again = jobs.queue.retry(running_id, user="bob")
+    assert (again.status, again.attempts, again.cancel_requested) == ("queued", 0, False)
+    done = wait_status(jobs.queue, running_id, "succeeded")
+    assert done.attempts == 1
+    with jobs.db.get_conn() as conn:
+        actions = conn.execute(
+            select(AuditEntry.action, AuditEntry.actor)
+            .where(AuditEntry.entity_id == running_id)
+            .order_by(AuditEntry.id)
+        ).all()
+    assert actions == [("enqueue", "system"), ("cancel", "alice"), ("retry", "bob")]
+    with pytest.raises(IllegalTransitionError, match="is succeeded and cannot become cancelled"):
+        jobs.queue.cancel(running_id)
+    with pytest.raises(IllegalTransitionError, match="cannot become queued"):
+        jobs.queue.retry(running_id)
+
+
+def test_a_job_that_ignores_cancel_is_stopped_hard_after_the_grace_period(jobs: Jobs) -> None:
+    job_id = jobs.queue.enqueue(Job.of(fns.stubborn, {"seconds": 60}))
+    wait_status(jobs.queue, job_id, "running")
+    jobs.queue.cancel(job_id)
+    done = wait_status(jobs.queue, job_id, "cancelled")
+    assert "stopped hard after a grace period" in done.progress_message
+    # The worker is free again.
+    after = jobs.queue.enqueue(Job.of(fns.add, {"a": 0, "b": 0}))
+    assert wait_status(jobs.queue, after, "succeeded").result == {"sum": 0}
+
+
+def test_a_job_over_its_timeout_fails_with_a_clear_message(jobs: Jobs) -> None:
+    job_id = jobs.queue.enqueue(
+        Job.of(fns.stubborn, {"seconds": 60}, timeout_s=0.5, max_attempts=1)
+    )
+    done = wait_status(jobs.queue, job_id, "failed")
+    assert done.error == (
+        "The job ran longer than its limit of 0.5 s (attempt 1 of 1) and was stopped."
+    )
+    assert done.can_retry
+
+
+def test_errors_retry_with_backoff_then_fail_with_the_message(jobs: Jobs) -> None:
+    job_id = jobs.queue.enqueue(Job.of(fns.flaky, {"message": "the data is bad"}, max_attempts=3))
+    done = wait_status(jobs.queue, job_id, "failed")
+    assert (done.attempts, done.error) == (3, "ValueError: the data is bad")
+    assert done.error_detail
+    assert "Traceback" in done.error_detail
+    assert done.can_retry
+
+
+def test_a_flaky_job_succeeds_on_a_later_attempt(jobs: Jobs) -> None:
+    counter = jobs.tmp / "calls"
+    job_id = jobs.queue.enqueue(
+        Job.of(fns.flaky, {"counter": str(counter), "fail_times": 2}, max_attempts=3)
+    )
+    seen_retrying = wait_for(
+        jobs.queue, job_id, lambda j: j.status in ("retrying", "succeeded"), what="retrying"
+    )
+    done = wait_status(jobs.queue, job_id, "succeeded")
+    assert (done.attempts, done.result, done.error) == (3, {"calls": 3}, None)
+    assert seen_retrying.status == "succeeded" or "Attempt" in seen_retrying.progress_message
+
+
+def test_unknown_ids_are_reported(jobs: Jobs) -> None:
+    for call in (jobs.queue.poll, jobs.queue.cancel, jobs.queue.retry):
+        with pytest.raises(JobNotFoundError, match="There is no job nope"):
+            call("nope")
+
+
+def test_worker_log_is_clean(jobs: Jobs) -> None:
+    if jobs.engine != "rq":
+        pytest.skip("only the rq worker writes a log file")
+    job_id = jobs.queue.enqueue(Job.of(fns.add, {"a": 1, "b": 1}))
+    wait_status(jobs.queue, job_id, "succeeded")
+    assert "Traceback" not in (jobs.tmp / "w.log").read_text()
