@@ -419,6 +419,42 @@ def test_save_apply_reset_and_the_indicator(live_app: LiveApp, page: Page) -> No
     brief.wait_status("^unsaved changes")  # not saved, input kept
 
 
+def test_a_keystroke_reruns_the_journal_not_the_form(live_app: LiveApp, page: Page) -> None:
+    """Typing is stored without redrawing the form: the run a keystroke causes sends the
+    journal's element and the run's bookkeeping, not the form's ~40 elements."""
+    brief = Brief(page, live_app, 7).open()
+    brief.type("summary", "a")  # the first change also turns the state line to "unsaved"
+    brief.wait_status("^unsaved")
+    brief.wait_journal_empty()
+    sizes = []
+    for char in "bcd":
+        before = page.evaluate("() => window.__stalwartRuns.messages")
+        with expect_app_run(page):
+            page.keyboard.type(char)
+        brief.wait_journal_empty()
+        sizes.append(page.evaluate("() => window.__stalwartRuns.messages") - before)
+    assert stored_draft(brief)["summary"] == "abcd"
+    # new_session, status, the journal's delta, script_finished...: a handful, never the form.
+    assert max(sizes) <= 10, f"ForwardMsgs per keystroke run: {sizes}"
+
+
+def test_save_clicked_while_a_text_field_has_focus_saves_what_was_typed(
+    live_app: LiveApp, page: Page
+) -> None:
+    """The click blurs the field (its own commit) and saves in one interaction: both land."""
+    brief = Brief(page, live_app, 8).open()
+    brief.type("name", "Focus kept")
+    brief.button("Save").click()  # no wait for the typing, no blur first
+    brief.wait_status(r"^saved \(version 1\)")
+    engine = engine_for(brief.app)
+    with engine.connect() as conn:
+        saved = conn.execute(
+            select(FormVersion.data).where(FormVersion.form_id == "project_brief:8")
+        ).scalar_one()
+    engine.dispose()
+    assert saved["name"] == "Focus kept"
+
+
 def test_two_pages_on_one_form_see_the_conflict_and_both_choices_work(
     live_app: LiveApp, browser: Browser
 ) -> None:

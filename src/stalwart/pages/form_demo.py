@@ -1,9 +1,9 @@
 """The form demo: a project brief whose input is never lost.
 
-Text, long text, number, select, multi-select, checkbox, date, file and table fields, all in a
-form fragment (typing reruns the form, not the page), with Save / Apply / Reset, undo / redo,
-the state indicator and the conflict panel. Below the form, a summary computed from the
-*applied* draft: the main container recomputes only on Apply, Save and navigation.
+Text, long text, number, select, multi-select, checkbox, date, file and table fields in one
+``s_form`` (a keystroke reruns only the form's journal, not the form), with Save / Apply /
+Reset, undo / redo, the state indicator and the conflict panel. Below the form, a summary
+computed from the *applied* draft: the main container recomputes only on Apply, Save and navigation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import streamlit as st
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stalwart.pages.base import Page, PageRequest
-from stalwart.widgets.forms import applied_data, open_form
+from stalwart.widgets.forms import Form, applied_data, s_form
 from stalwart.widgets.inputs import (
     s_checkbox,
     s_date,
@@ -102,14 +102,11 @@ class FormDemoPage(Page):
                 width="stretch",
             )
         form_id = f"project_brief:{brief}"
-        _brief_form(req, form_id)
+        s_form(req.session, form_id, defaults=DEFAULTS, schema=ProjectBrief, fields=_brief_fields)
         _summary(req, form_id)
 
 
-@st.fragment
-def _brief_form(req: PageRequest, form_id: str) -> None:
-    form = open_form(req.session, form_id, defaults=DEFAULTS, schema=ProjectBrief)
-    form.indicator()
+def _brief_fields(form: Form) -> None:
     left, right = st.columns(2)
     with left:
         s_text(form, "name", "Project name", max_chars=200)
@@ -122,7 +119,6 @@ def _brief_form(req: PageRequest, form_id: str) -> None:
         s_file(form, "attachment", "Attachment", types=("pdf", "txt", "csv", "png", "jpg"))
     s_textarea(form, "summary", "Summary", height=150, max_chars=5000)
     s_table(form, "milestones", "Milestones", columns=MILESTONE_COLUMNS)
-    form.controls()
 
 
 def _summary(req: PageRequest, form_id: str) -> None:

@@ -10,9 +10,11 @@ changes in order, the indicator says "retrying", and the browser asks again ever
 the database answers; then everything lands once (each change is a field-level operation, so
 applying it again changes nothing).
 
-A form renders inside an ``st.fragment``: typing reruns the form, not the page. Nothing is
-inserted above the fields (the indicator has a fixed line, conflicts open as a dialog,
-messages are toasts and fixed-height captions), so the page does not jump.
+``s_form`` draws a form as three nested fragments with keys: the form, its toolbar (state line
+and buttons) and its journal. Each change reruns only the smallest of them that shows it (see
+``_rerun_after_change``): a keystroke reruns the journal alone. Nothing is inserted above the
+fields (the toolbar has a fixed height, conflicts open as a dialog, messages are toasts and
+fixed-height captions), so the page does not jump.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class FormRuntime:
     writers: dict[str, Converter] = field(default_factory=dict)
     #: fields whose values travel through the journal
     journalled: set[str] = field(default_factory=set)
+    #: what the toolbar and the field messages showed when last drawn
+    chrome_shown: tuple[Any, ...] = ()
+    messages_shown: dict[str, str | None] = field(default_factory=dict)
+    #: fields whose widgets must be given the draft's value before they are drawn
+    to_push: set[str] = field(default_factory=set)
 
 
 def slug_of(form_id: str) -> str:
@@ -123,7 +130,7 @@ def _flush_pending(rt: FormRuntime) -> bool:
 
 
 class Form:
-    """One form on a page, for one browser tab. Build it with ``open_form`` inside a fragment."""
+    """One form on a page, for one browser tab. Built by ``s_form`` (or ``open_form``)."""
 
     def __init__(
         self,
@@ -136,6 +143,7 @@ class Form:
         self.schema = schema
         self.errors: dict[str, str] = {}
         self._indicator: Any = None
+        self._bar: Any = None
 
     # --- what widgets use ---------------------------------------------------------------
 
@@ -173,43 +181,103 @@ class Form:
         return key
 
     def on_change(self, name: str) -> None:
-        """Widget callback: store the widget's new value.
+        """Widget callback: store the widget's new value, then rerun only what must change.
 
         A text field's own commit (on blur or Enter) is typing as much as the journal's
-        keystrokes are, so both count as one undo step.
+        keystrokes are, so both count as one undo step. The widget already shows its value:
+        unless a field message appears or goes, only the toolbar is redrawn.
         """
         key = self.key(name)
         value = self.rt.readers[name](st.session_state[key])
+        known = self.rt.view
         persist_input(key, value, typed=name in self.rt.journalled)
+        _rerun_after_change(self, known, Taken(typed={name}))
+
+    def redraw(self) -> None:
+        """From a callback: rerun this form (by key, so no other callback can cancel it)."""
+        st.rerun(scope=form_key(self.rt.slug))
+
+    def validate(self) -> dict[str, str]:
+        """Field-level messages for the draft as it is now (empty when valid)."""
+        self.errors = validate(self.schema, self.state.data) if self.schema else {}
+        return self.errors
+
+    def shown_message(self, name: str) -> str | None:
+        """The message field ``name`` shows now: once it was changed or a save was tried."""
+        touched = self.rt.show_errors or self.state.data.get(name) != self.rt.defaults.get(name)
+        return self.errors.get(name) if touched else None
+
+    def shown_messages(self) -> dict[str, str | None]:
+        """The message of every bound field, as the fields show them."""
+        return {name: self.shown_message(name) for name in sorted(self.rt.readers)}
 
     def message(self, name: str) -> None:
         """The field's validation message, in a line that is always there (no jumps).
 
         Shown once the field was changed or a save was tried: a fresh form does not nag.
         """
-        touched = self.rt.show_errors or self.state.data.get(name) != self.rt.defaults.get(name)
-        text = self.errors.get(name) if touched else None
+        text = self.shown_message(name)
         st.caption(f":red[{text}]" if text else "\u00a0")
 
     # --- the form's chrome ---------------------------------------------------------------
 
-    def indicator(self) -> None:
-        """A one-line state: saved / unsaved changes / saving / retrying / conflict.
+    def chrome(self) -> tuple[Any, ...]:
+        """Everything the toolbar shows: when this is unchanged, the toolbar need not redraw."""
+        state = self.state
+        return (
+            self.status_label(),
+            self.view.conflict,
+            state.dirty,
+            state.can_undo,
+            state.can_redo,
+        )
 
-        A conflict adds a "Resolve conflict…" button to the line. The dialog opens only when the
-        user asks (or saves): a modal that opened by itself would take the keystrokes of
-        someone in the middle of a sentence. The line has a fixed height, so nothing moves.
+    def toolbar(self) -> None:
+        """The state line and the Save / Apply / Reset / Undo / Redo buttons, then the journal.
+
+        One line says saved / unsaved changes / saving / retrying / conflict; a conflict adds
+        a "Resolve conflict…" button. The dialog opens only when the user asks (or saves): a
+        modal that opened by itself would take the keystrokes of someone in mid-sentence.
+        Everything here has a fixed height, so nothing moves.
         """
-        line = st.container(key=f"sws-{self.rt.slug}", height=44, border=False)
+        rt = self.rt
+        line = st.container(key=f"sws-{rt.slug}", height=44, border=False)
         left, right = line.columns([5, 2], vertical_alignment="center")
         self._indicator = left.empty()
         self._show_indicator()
         if self.view.conflict:
             right.button(
                 "Resolve conflict…",
-                key=f"swc__{self.rt.slug}__resolve",
+                key=f"swc__{rt.slug}__resolve",
                 on_click=self._open_conflict,
                 width="stretch",
+            )
+        self._buttons()
+        if rt.save_key is not None:
+            self._save()
+        if self.view.conflict and rt.show_conflict:
+            _conflict_dialog(self)
+        elif not self.view.conflict:
+            rt.show_conflict = False
+        rt.chrome_shown = self.chrome()
+        st.fragment(_journal_fragment, key=journal_fragment_key(rt.slug))(rt.slug, self.session)
+        if rt.rerun_app:
+            # Apply and Save change what the page computes: recompute the whole page once.
+            rt.rerun_app = False
+            st.rerun(scope="app")
+
+    # Kept for pages that lay the form out themselves (``open_form``): the toolbar already
+    # holds the state line and the buttons.
+    def indicator(self) -> None:
+        """Reserve the toolbar's place above the fields (``controls()`` fills it)."""
+        self._bar = st.container(key=f"swbar-{self.rt.slug}", border=False)
+
+    def controls(self) -> None:
+        """Draw the toolbar (in the place ``indicator()`` reserved, if it was called)."""
+        self.rt.messages_shown = self.shown_messages()
+        with self._bar if self._bar is not None else st.container():
+            st.fragment(_toolbar_fragment, key=toolbar_key(self.rt.slug))(
+                self.rt.slug, self.session, self.schema
             )
 
     def _show_indicator(self, override: str | None = None) -> None:
@@ -229,8 +297,7 @@ class Form:
         version = self.state.base_version
         return (f"saved (version {version})" if version else "saved (nothing to save)"), "green"
 
-    def controls(self) -> None:
-        """Save / Apply / Reset / Undo / Redo buttons."""
+    def _buttons(self) -> None:
         state = self.state
         buttons: list[tuple[str, Callable[..., None], tuple[str, ...], bool, str | None]] = [
             ("Save", self._request_save, (), False, None),
@@ -252,26 +319,14 @@ class Form:
                 help=shortcut,
                 width="stretch",
             )
-        if self.rt.save_key is not None:
-            self._save()
-        if self.view.conflict and self.rt.show_conflict:
-            _conflict_dialog(self)
-        elif not self.view.conflict:
-            self.rt.show_conflict = False
-        self._mount_journal()
-        if self.rt.rerun_app:
-            # Apply and Save change what the page computes: recompute the whole page once.
-            self.rt.rerun_app = False
-            st.rerun(scope="app")
 
     @property
     def journal_key(self) -> str:
         """The key of this form's journal component."""
         return f"swj-{self.rt.slug}"
 
-    def _mount_journal(self) -> None:
-        # Mounted after the widgets, so that it is told every journalled field and its value
-        # from the first render on (a replay after a reload depends on it).
+    def mount_journal(self) -> None:
+        """The browser journal (no visible part), told the journalled fields and values."""
         rt = self.rt
         retry = bool(rt.pending) or rt.status == "retrying" or rt.save_key is not None
         # The component's code runs again only when its data changes: a new round number
@@ -291,8 +346,8 @@ class Form:
                 "retry": retry,
                 "round": rt.retry_round,
             },
-            on_outbox_change=lambda: None,
-            on_tick_change=lambda: None,
+            on_outbox_change=_journal_callback(rt.slug, self.session, self.schema),
+            on_tick_change=_journal_callback(rt.slug, self.session, self.schema),
         )
 
     # --- operations ----------------------------------------------------------------------
@@ -303,7 +358,9 @@ class Form:
             "redo": FormState.redo,
             "reset": FormState.reset,
         }
+        # The fields' widgets get new values: redraw the form, not the page.
         self.run(ops[kind])
+        st.rerun(scope=form_key(self.rt.slug))
 
     def run(self, op: Callable[[FormState], list[str]]) -> list[str] | None:
         """Apply an operation that may change several fields and update their widgets.
@@ -325,34 +382,51 @@ class Form:
         return changed
 
     def _push_to_widgets(self, names: list[str]) -> None:
-        for name in names:
+        """Give these fields' widgets the draft's values when the form is next drawn.
+
+        Not at once: a callback that then reruns another fragment (as undo does) is followed
+        by a run that applies the browser's widget values again, over what it had set.
+        """
+        self.rt.to_push.update(names)
+
+    def _apply_pushes(self) -> None:
+        for name in sorted(self.rt.to_push):
             if name in self.rt.writers:
                 st.session_state[self.key(name)] = self.rt.writers[name](self.state.data.get(name))
+        self.rt.to_push.clear()
 
     def _apply(self) -> None:
         if self.run(_apply_draft) is not None:
             self.rt.rerun_app = True
             st.toast("Applied.", icon="✅")
+        st.rerun(scope=toolbar_key(self.rt.slug))
 
     def _open_conflict(self) -> None:
         self.rt.show_conflict = True
+        st.rerun(scope=toolbar_key(self.rt.slug))
 
     def _request_save(self) -> None:
-        # Runs before the fields are drawn, so their messages show in this very run.
-        self.rt.show_errors = True
+        rt = self.rt
         if self.view.conflict:
             # Saving over a version the user has not seen: show both first.
-            self.rt.show_conflict = True
-            return
+            rt.show_conflict = True
+            st.rerun(scope=toolbar_key(rt.slug))
+        if self.validate():
+            first = not rt.show_errors
+            rt.show_errors = True
+            st.toast("Not saved: fix the fields marked below. Your input is kept.", icon="⚠️")
+            if first or self.shown_messages() != rt.messages_shown:
+                st.rerun(scope=form_key(rt.slug))  # the fields' messages must show
+            st.rerun(scope=toolbar_key(rt.slug))
+        rt.show_errors = True
         # One idempotency key per click: a save retried after a failure cannot land twice.
-        if self.rt.save_key is None:
-            self.rt.save_key = uuid.uuid4().hex
+        if rt.save_key is None:
+            rt.save_key = uuid.uuid4().hex
+        st.rerun(scope=toolbar_key(rt.slug))
 
     def _save(self) -> None:
         if self.errors:
-            self.rt.save_key = None
-            self.rt.show_errors = True
-            st.toast("Not saved: fix the fields marked below. Your input is kept.", icon="⚠️")
+            self.rt.save_key = None  # the draft changed since the click and is not valid now
             return
         if not _flush_pending(self.rt):
             return  # still retrying the draft; the save request stays and runs after it
@@ -389,6 +463,95 @@ class Form:
         if outcome.overwrote:
             text += f" It replaced version {outcome.overwrote}, saved meanwhile by someone else."
         st.toast(text, icon="💾")
+
+
+def form_key(slug: str) -> str:
+    """The fragment key of a form (its fields and toolbar)."""
+    return f"swform-{slug}"
+
+
+def toolbar_key(slug: str) -> str:
+    """The fragment key of a form's toolbar (state line, buttons, journal)."""
+    return f"swbar-{slug}"
+
+
+def journal_fragment_key(slug: str) -> str:
+    """The fragment key of a form's journal: what a keystroke reruns."""
+    return f"swjournal-{slug}"
+
+
+def _form_for(slug: str, session: UserSession, schema: type[BaseModel] | None) -> Form:
+    form = Form(_runtimes()[slug], session, schema)
+    form.validate()
+    return form
+
+
+def _toolbar_fragment(slug: str, session: UserSession, schema: type[BaseModel] | None) -> None:
+    _form_for(slug, session, schema).toolbar()
+
+
+def _journal_fragment(slug: str, session: UserSession) -> None:
+    Form(_runtimes()[slug], session, None).mount_journal()
+
+
+def _journal_callback(
+    slug: str, session: UserSession, schema: type[BaseModel] | None
+) -> Callable[[], None]:
+    """What runs when the journal sends its outbox (or a retry tick): store, then redraw
+    as little as possible: the journal alone, the toolbar, or the whole form."""
+
+    def taken() -> None:
+        rt = _runtimes().get(slug)
+        if rt is None or rt.view is None:
+            return
+        form = _form_for(slug, session, schema)
+        known = rt.view
+        taken = _take_outbox(form, st.session_state.get(form.journal_key))
+        _rerun_after_change(form, known, taken, journal_fragment_key(slug))
+
+    return taken
+
+
+def _rerun_after_change(
+    form: Form, known: FormView | None, taken: Taken, default: str | None = None
+) -> None:
+    """After a change stored from a callback, rerun the smallest part that shows it.
+
+    - A field's widget was given a new value (an undo typed as Ctrl+Z, a journal replay,
+      another tab's change that came back with this write), or a field message appears or
+      goes: the form.
+    - The state line or a button changes: the toolbar (the journal is inside it).
+    - Otherwise the journal alone: it must learn what was acknowledged.
+
+    The rerun is asked for by key. Streamlit drops the default rerun of an interaction
+    (the fragment of the widget that changed) when another callback of the same interaction
+    targets a fragment; a button clicked while a text field still had focus is such an
+    interaction. Only the journal's callback may rely on the default (``default``): its
+    fragment is inside every other one, so it reruns whatever is targeted.
+    """
+    rt = form.rt
+    fresh = rt.view
+    if fresh is None:
+        return
+    others = sorted(
+        name
+        for name in fresh.state.data.keys() | (known.state.data.keys() if known else set())
+        if name not in taken.typed | taken.pushed
+        and known is not None
+        and fresh.state.data.get(name) != known.state.data.get(name)
+    )
+    if others:
+        form._push_to_widgets(others)
+        st.toast("Updated with changes made in another tab.", icon="🔄")
+    form.validate()
+    if others or taken.pushed or form.shown_messages() != rt.messages_shown:
+        scope = form_key(rt.slug)
+    elif form.chrome() != rt.chrome_shown:
+        scope = toolbar_key(rt.slug)
+    else:
+        scope = journal_fragment_key(rt.slug)
+    if scope != default:
+        st.rerun(scope=scope)
 
 
 def _apply_draft(state: FormState) -> list[str]:
@@ -448,6 +611,40 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "…"
 
 
+def s_form(
+    session: UserSession,
+    form_id: str,
+    *,
+    defaults: Mapping[str, Any],
+    fields: Callable[[Form], None],
+    schema: type[BaseModel] | None = None,
+) -> None:
+    """A controlled form: ``fields(form)`` draws its widgets (``s_text(form, ...)`` etc.).
+
+    The form is a fragment of its own, and so are its toolbar and its journal, each with a
+    key, so that an interaction reruns the smallest of them that shows its effect: a
+    keystroke reruns the journal alone, a change that alters the state line the toolbar, an
+    undo or a new field message the form; Apply and Save rerun the page.
+    """
+    slug = slug_of(form_id)
+    st.fragment(_form_fragment, key=form_key(slug))(
+        session, form_id, dict(defaults), schema, fields
+    )
+
+
+def _form_fragment(
+    session: UserSession,
+    form_id: str,
+    defaults: dict[str, Any],
+    schema: type[BaseModel] | None,
+    fields: Callable[[Form], None],
+) -> None:
+    form = open_form(session, form_id, defaults=defaults, schema=schema)
+    form.indicator()
+    fields(form)
+    form.controls()
+
+
 def open_form(
     session: UserSession,
     form_id: str,
@@ -455,10 +652,11 @@ def open_form(
     defaults: Mapping[str, Any],
     schema: type[BaseModel] | None = None,
 ) -> Form:
-    """Load the form for this tab and take what the browser sent.
+    """Load the form for this tab (and what other tabs changed meanwhile).
 
-    Call at the top of the form's fragment, before its widgets; end the form with
-    ``form.controls()``, which also mounts the browser journal.
+    ``s_form`` calls it; a page that lays a form out itself calls it at the top of a fragment
+    keyed ``form_key(slug_of(form_id))``, then ``form.indicator()``, the widgets, and
+    ``form.controls()``, which draws the toolbar and mounts the browser journal.
     """
     slug = slug_of(form_id)
     runtimes = _runtimes()
@@ -480,9 +678,8 @@ def open_form(
             raise StalwartError(f"The form cannot be loaded: {err.message}", err.action) from err
         fresh = rt.view
     _adopt_external_changes(form, fresh)
-    _take_outbox(form, st.session_state.get(form.journal_key))
-
-    form.errors = validate(schema, form.state.data) if schema else {}
+    form._apply_pushes()
+    form.validate()
     return form
 
 
@@ -507,19 +704,29 @@ def _adopt_external_changes(form: Form, fresh: FormView) -> None:
         st.toast("Updated with changes made in another tab.", icon="🔄")
 
 
-def _take_outbox(form: Form, component_state: Any) -> None:
+@dataclass
+class Taken:
+    """What a batch of journal items did: fields typed, fields whose widgets were reset."""
+
+    typed: set[str] = field(default_factory=set)
+    pushed: set[str] = field(default_factory=set)
+
+
+def _take_outbox(form: Form, component_state: Any) -> Taken:
     """Apply the journal's outbox items this tab has not applied yet, in order."""
+    taken = Taken()
     outbox = (component_state or {}).get("outbox") if isinstance(component_state, Mapping) else None
     if not _flush_pending(form.rt):
-        return  # the database is still away: the items stay unacknowledged, sent again later
+        return taken  # the database is still away: the items stay unacknowledged
     items = [i for i in (outbox or {}).get("items", []) if int(i.get("id", 0)) > form.rt.last_item]
     for item in sorted(items, key=lambda i: int(i["id"])):
-        if not _apply_item(form, item):
+        if not _apply_item(form, item, taken):
             break  # keep order: this item and the ones after it are sent again
         form.rt.last_item = int(item["id"])
+    return taken
 
 
-def _apply_item(form: Form, item: Mapping[str, Any]) -> bool:
+def _apply_item(form: Form, item: Mapping[str, Any], taken: Taken) -> bool:
     rt = form.rt
     kind = item.get("kind")
     if kind == "typed":
@@ -530,9 +737,12 @@ def _apply_item(form: Form, item: Mapping[str, Any]) -> bool:
             value = rt.readers[name](item.get("v"))
         except (TypeError, ValueError):
             return True  # a half-typed number ("-", "1e"): the widget sends it when complete
+        taken.typed.add(name)
         return persist_input(form.key(name), value, typed=True)
     if kind in ("undo", "redo"):
-        return form.run(FormState.undo if kind == "undo" else FormState.redo) is not None
+        changed = form.run(FormState.undo if kind == "undo" else FormState.redo)
+        taken.pushed.update(changed or [])
+        return changed is not None
     if kind == "replay":
         entries = {}
         for name, entry in dict(item.get("entries") or {}).items():
@@ -548,15 +758,16 @@ def _apply_item(form: Form, item: Mapping[str, Any]) -> bool:
         if not _flush_pending(rt):
             return False
         try:
-            rt.view, taken = _service().replay_journal(
+            rt.view, replayed = _service().replay_journal(
                 rt.session_id, rt.form_id, rt.defaults, entries, tab=rt.tab
             )
         except DatabaseError:
             rt.status = "retrying"
             return False
-        form._push_to_widgets(taken)
-        if taken:
-            log.info("journal replayed", form=rt.form_id, fields=taken)
+        form._push_to_widgets(replayed)
+        taken.pushed.update(replayed)
+        if replayed:
+            log.info("journal replayed", form=rt.form_id, fields=replayed)
         return True
     return True
 

@@ -107,9 +107,11 @@ def s_file(
             st.toast(f"{err.message} {err.action}", icon="⚠️")
             return
         persist_input(form.key(name), meta)
+        form.redraw()
 
     def remove() -> None:
         persist_input(form.key(name), None)
+        form.redraw()
 
     st.file_uploader(
         label, type=list(types) if types else None, key=upload_key, on_change=uploaded, **kwargs
@@ -150,6 +152,7 @@ def s_table(
     def edited() -> None:
         edits = st.session_state.get(editor_key) or {}
         persist_input(form.key(name), apply_edits(base["rows"], edits, columns))
+        form.redraw()
 
     st.caption(label)
     st.data_editor(
