@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import statistics
 import sys
 import time
@@ -239,6 +240,40 @@ def page_switch_button(first_key: str, second_key: str) -> Scenario:
     return one
 
 
+def keystroke(field: str = "summary") -> Scenario:
+    """Send what Stalwart's browser journal sends after a keystroke: its outbox, one more
+    character typed into ``field``, as the journal component's new state.
+
+    The outbox is numbered and cumulative; the server acknowledges through the component's
+    data, so each send carries the one new item, as the journal does once the earlier ones
+    were acknowledged.
+    """
+    journal = Element("", "", None)
+    counter = itertools.count(1)
+    text = ""
+
+    async def one(session: Session) -> float:
+        nonlocal journal, text
+        if not journal.widget_id:
+            assert session.last is not None
+            found = [
+                e
+                for e in session.last.elements()
+                if e.kind == "bidi_component" and "journal" in e.proto.component_name
+            ]
+            if not found:
+                raise ScenarioUnavailable("no browser journal on the page (plain Streamlit)")
+            journal = found[0]
+        text += "x"
+        item = {"id": next(counter), "kind": "typed", "field": field, "v": text, "base": 0}
+        change = WidgetState(
+            id=journal.widget_id, json_value=json.dumps({"outbox": {"items": [item]}})
+        )
+        return (await session.rerun([change], fragment_id=journal.fragment_id)).elapsed_ms
+
+    return one
+
+
 # --- running and summarising ---------------------------------------------------------------
 
 
@@ -317,6 +352,7 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "select": select_change,
     "page-switch-navigation": page_switch_navigation,
     "page-switch-stalwart": lambda: page_switch_button("nav-home", "nav-settings"),
+    "keystroke": keystroke,
 }
 
 
