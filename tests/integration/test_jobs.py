@@ -232,3 +232,87 @@ def test_worker_log_is_clean(jobs: Jobs) -> None:
     job_id = jobs.queue.enqueue(Job.of(fns.add, {"a": 1, "b": 1}))
     wait_status(jobs.queue, job_id, "succeeded")
     assert "Traceback" not in (jobs.tmp / "w.log").read_text()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_an_rq_worker_in_this_process_runs_what_is_queued(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's SimpleWorker runs jobs without forking: the same entry point, in this process."""
+    need("redis", redis_problem())
+    from rq import SimpleWorker
+
+    from stalwart.core.config import load_config
+    from stalwart.core.job_engines import run_rq_worker
+    from tests.jobs_harness import FAST_ENV
+
+    queue_name = unique_queue()
+    for name, value in {
+        **FAST_ENV,
+        "STALWART_DATABASE_URL": pg_url,
+        "STALWART_JOBS_ENGINE": "rq",
+        "STALWART_JOBS_QUEUE": queue_name,
+        "STALWART_REDIS_URL": REDIS_URL,
+    }.items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config()
+    db = DB(cfg.resolved_database_url)
+    migrate(db)
+    dispatcher = RQDispatcher(REDIS_URL, queue_name, FAST)
+    queue = JobQueue(db, dispatcher)
+    try:
+        ok = queue.enqueue(Job.of(fns.add, {"a": 20, "b": 22}))
+        bad = queue.enqueue(Job.of(fns.flaky, {}, max_attempts=1))
+        dispatcher.dispatch(ok, timeout_s=5)  # a duplicate dispatch runs nothing twice
+        run_rq_worker(cfg, db, burst=True, worker_class=SimpleWorker)
+        assert queue.poll(ok).result == {"sum": 42}
+        assert queue.poll(ok).attempts == 1
+        assert queue.poll(bad).error == "ValueError: boom"
+    finally:
+        clean_redis(queue_name)
+        dispatcher.redis.close()
+        db.dispose()
+
+
+def test_an_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
+    from stalwart.errors import JobBackendUnavailableError
+
+    dispatcher = RQDispatcher("redis://127.0.0.1:1/0", "nowhere", FAST)
+    with pytest.raises(JobBackendUnavailableError, match="Redis does not answer"):
+        dispatcher.check()
+    with pytest.raises(JobBackendUnavailableError, match="could not be handed to Redis"):
+        dispatcher.dispatch("j1", timeout_s=1)
+    db = DB(f"sqlite:///{tmp_path / 'j.db'}")
+    migrate(db)
+    # The job is saved even though Redis is down; the sweeper dispatches it later.
+    job_id = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 1, "b": 1}))
+    assert JobQueue(db).poll(job_id).status == "queued"
+    db.dispose()
+
+
+def test_the_app_lifecycle_starts_and_stops_the_engine_and_scheduler(tmp_path: Path) -> None:
+    from stalwart.bootstrap import init_app, shutdown_app
+    from stalwart.core.config import load_config
+    from stalwart.core.schedules import Schedule
+    from stalwart.job_runtime import job_queue, start_job_engine, stop_job_engine
+
+    cfg = load_config(data_dir=tmp_path, jobs_heartbeat_s=0.1, jobs_lease_s=1.0)
+    ctx = init_app(cfg, run_migrations=True)
+    tick = Schedule("tick", Job.of(fns.add, {"a": 1, "b": 1}), every_s=0.2)
+    try:
+        runtime = start_job_engine(ctx, schedules=[tick], workers=1)
+        assert start_job_engine(ctx) is runtime  # once per process
+        assert job_queue() is runtime.queue
+        job_id = job_queue(ctx).enqueue(Job.of(fns.add, {"a": 4, "b": 5}))
+        assert wait_status(runtime.queue, job_id, "succeeded").result == {"sum": 9}
+        wait_for(
+            runtime.queue,
+            job_id,
+            lambda _j: len(runtime.queue.list_jobs(status="succeeded")) >= 2,
+            what="a scheduled job run",
+        )
+    finally:
+        stop_job_engine(wait_s=1.0)
+        stop_job_engine()  # twice is harmless
+        shutdown_app()

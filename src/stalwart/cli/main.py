@@ -9,10 +9,11 @@ from stalwart.cli.app_ import run
 from stalwart.cli.audit_ import audit_app
 from stalwart.cli.config_ import config_app
 from stalwart.cli.db_ import db_app
+from stalwart.cli.jobs_ import jobs_app
 
 app = typer.Typer(
     name="app",
-    help="Stalwart: run the app and operate its database, audit log and settings.",
+    help="Stalwart: run the app and operate its database, audit log, jobs and settings.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -21,6 +22,7 @@ app.command("run")(run)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _version(value: bool) -> None:
@@ -35,7 +37,7 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """Stalwart: run the app and operate its database, audit log and settings."""
+    """Stalwart: run the app and operate its database, audit log, jobs and settings."""
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from stalwart.core.config import AppConfig, load_config
@@ -271,8 +272,19 @@ def run_rq_job(job_id: str) -> str | None:
     return status.value if status is not None else None
 
 
-def run_rq_worker(cfg: AppConfig, db: DB, *, concurrency: int = 1, burst: bool = False) -> None:
-    """Run RQ worker(s) on the configured queue until SIGTERM/SIGINT, with a sweeper."""
+def run_rq_worker(
+    cfg: AppConfig,
+    db: DB,
+    *,
+    concurrency: int = 1,
+    burst: bool = False,
+    worker_class: type[BaseWorker] = Worker,
+) -> None:
+    """Run RQ worker(s) on the configured queue until SIGTERM/SIGINT, with a sweeper.
+
+    ``burst`` stops once the queue is empty; ``worker_class`` may be RQ's ``SimpleWorker``
+    (runs jobs in this process instead of a forked work horse).
+    """
     settings = JobSettings.from_config(cfg)
     dispatcher = RQDispatcher(cfg.redis_url.get_secret_value(), cfg.jobs_queue, settings)
     dispatcher.check()
@@ -283,7 +295,7 @@ def run_rq_worker(cfg: AppConfig, db: DB, *, concurrency: int = 1, burst: bool =
     try:
         if concurrency == 1:
             name = f"{cfg.jobs_queue}-{uuid.uuid4().hex[:8]}"  # says which queue it serves
-            worker = Worker([dispatcher.queue], connection=dispatcher.redis, name=name)
+            worker = worker_class([dispatcher.queue], connection=dispatcher.redis, name=name)
             worker.work(burst=burst, with_scheduler=True, logging_level=cfg.log_level)
         else:
             pool = WorkerPool(

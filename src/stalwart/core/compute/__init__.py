@@ -1,1 +1,1 @@
-"""Pure functions: no I/O, no Streamlit, nothing of ours imported."""
+"""Pure functions: no I/O, no Streamlit, nothing of ours imported (but each other)."""
