@@ -131,5 +131,9 @@ def clean_redis(queue_name: str) -> None:
             doomed |= set(client.scan_iter(f"*{job_id}*"))
         if doomed:
             client.delete(*doomed)
+        for registry in ("rq:queues", "rq:workers"):  # RQ's global sets name ours too
+            ours = [m for m in client.smembers(registry) if queue_name.encode() in m]
+            if ours:
+                client.srem(registry, *ours)
     finally:
         client.close()
