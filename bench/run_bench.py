@@ -113,9 +113,9 @@ PLAIN = AppProfile(
 )
 STALWART = AppProfile(
     kind="stalwart",
-    nav=(".st-key-nav-home button", ".st-key-nav-settings button"),
+    nav=('.st-key-nav a[data-target="home"]', '.st-key-nav a[data-target="settings"]'),
     form_query="page=form-demo&brief=1",
-    ws_page_switch=lambda: ws_driver.page_switch_button("nav-home", "nav-settings"),
+    ws_page_switch=lambda: ws_driver.page_switch_query("page=home", "page=settings"),
 )
 
 

@@ -220,22 +220,13 @@ def page_switch_navigation() -> Scenario:
     return one
 
 
-def page_switch_button(first_key: str, second_key: str) -> Scenario:
-    """Alternate clicks on two buttons (by key suffix of their widget id), e.g. nav buttons."""
-    keys = itertools.cycle([second_key, first_key])
+def page_switch_query(first: str, second: str) -> Scenario:
+    """Alternate between two URLs' query strings, as a link of Stalwart's router does (the
+    browser pushes the URL and reruns with it; no widget changes)."""
+    queries = itertools.cycle([second, first])
 
     async def one(session: Session) -> float:
-        assert session.last is not None
-        key = next(keys)
-        buttons = [
-            e
-            for e in session.last.elements()
-            if e.kind == "button" and e.widget_id.endswith(f"-{key}")
-        ]
-        if not buttons:
-            raise ScenarioUnavailable(f"no button with key {key!r}")
-        change = WidgetState(id=buttons[0].widget_id, trigger_value=True)
-        return (await session.rerun([change])).elapsed_ms
+        return (await session.rerun(query_string=next(queries))).elapsed_ms
 
     return one
 
@@ -351,7 +342,7 @@ async def measure(
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "select": select_change,
     "page-switch-navigation": page_switch_navigation,
-    "page-switch-stalwart": lambda: page_switch_button("nav-home", "nav-settings"),
+    "page-switch-stalwart": lambda: page_switch_query("page=home", "page=settings"),
     "keystroke": keystroke,
 }
 

@@ -209,7 +209,7 @@ def expect_app_run(page: Page, *, timeout_ms: float = APP_TIMEOUT_MS) -> Iterato
     """Wait, after the block, for a script run that finished after the block began.
 
     with expect_app_run(page):
-        page.locator(".st-key-nav-settings button").click()
+        page.locator('.st-key-nav a[data-target="settings"]').click()
     """
     before = app_run_count(page)
     yield

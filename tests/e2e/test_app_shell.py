@@ -7,12 +7,14 @@ tmp_path, talk to it over HTTP and over Streamlit's websocket protocol, and stop
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -173,8 +175,9 @@ def test_home_page_renders_over_the_websocket(server: LiveApp) -> None:
     assert_ran_cleanly(messages)
     elements = "\n".join(rendered_elements(messages))
     assert "Welcome to Stalwart" in elements
+    unescaped = elements.replace('\\"', '"')  # the nav's links are JSON inside the proto
     for page in PAGES.values():
-        assert f'label: "{page.title}"' in elements  # the navigation lists every page
+        assert f'"label": "{page.title}"' in unescaped  # every page is in the navigation
 
 
 def test_settings_page_renders_over_the_websocket_without_secrets(server: LiveApp) -> None:
@@ -294,7 +297,8 @@ def test_shell_opens_on_the_home_page(app_test: AppTest) -> None:
 
     assert not at.exception
     assert page_title(at) == "Welcome to Stalwart"
-    assert [button.label for button in at.sidebar.button] == [p.title for p in PAGES.values()]
+    assert [link["label"] for link in nav_data(at)["links"]] == [p.title for p in PAGES.values()]
+    assert current_link(at) == DEFAULT_PAGE
 
 
 # Pages whose heading is not their navigation title.
@@ -309,20 +313,33 @@ def test_every_page_renders_from_its_query_parameter(app_test: AppTest, slug: st
     assert not at.exception
     assert not at.error
     assert page_title(at) == HEADINGS.get(slug, PAGES[slug].title)
-    assert at.sidebar.button(key=f"nav-{slug}").proto.type == "primary"
+    assert current_link(at) == slug
 
 
-@pytest.mark.parametrize("slug", [s for s in PAGES if s != DEFAULT_PAGE])
-def test_navigation_buttons_switch_pages_and_update_the_url(app_test: AppTest, slug: str) -> None:
+def nav_data(at: AppTest) -> dict[str, Any]:
+    """What the sidebar's navigation component was given: its links."""
+    (nav,) = [e for e in at.sidebar.get("bidi_component") if e.proto.component_name.endswith("nav")]
+    return dict(json.loads(nav.proto.json))
+
+
+def current_link(at: AppTest) -> str:
+    (current,) = [link["id"] for link in nav_data(at)["links"] if link["current"]]
+    return str(current)
+
+
+def test_navigation_links_go_to_every_page_by_url(app_test: AppTest) -> None:
     at = app_test.run()
-    at.sidebar.button(key=f"nav-{slug}").click().run()
+    links = nav_data(at)["links"]
 
-    assert not at.exception
-    assert page_title(at) == HEADINGS.get(slug, PAGES[slug].title)
-    assert at.query_params["page"] == slug
-
-    at.sidebar.button(key=f"nav-{DEFAULT_PAGE}").click().run()
-    assert page_title(at) == "Welcome to Stalwart"
+    assert [link["id"] for link in links] == list(PAGES)
+    for link in links:
+        assert link["href"] == f"?page={link['id']}"
+        # Following a link is the browser changing the URL and rerunning with it.
+        at.query_params["page"] = link["id"]
+        at.run()
+        assert not at.exception
+        assert page_title(at) == HEADINGS.get(link["id"], PAGES[link["id"]].title)
+        assert current_link(at) == link["id"]
 
 
 def test_an_unknown_page_falls_back_to_home_with_a_warning(app_test: AppTest) -> None:

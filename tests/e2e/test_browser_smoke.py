@@ -36,12 +36,12 @@ def test_sidebar_switches_to_settings_and_back_returns_home(
     assert heading(page) == "Welcome to Stalwart"
 
     with expect_app_run(page):
-        page.locator(".st-key-nav-settings button").click()
+        page.locator('.st-key-nav a[data-target="settings"]').click()
 
     expect(page.locator('[data-testid="stMain"] h1').first).to_have_text("Settings")
     assert re.search(r"[?&]page=settings(&|$)", page.url), page.url
-    expect(page.locator(".st-key-nav-settings button")).to_have_attribute(
-        "data-testid", "stBaseButton-primary"
+    expect(page.locator('.st-key-nav a[data-target="settings"]')).to_have_attribute(
+        "aria-current", "page"
     )
 
     page.go_back()

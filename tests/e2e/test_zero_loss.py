@@ -316,7 +316,7 @@ def test_navigation_and_back_forward_keep_page_params_and_values(
         page.keyboard.press("Tab")
 
     with expect_app_run(page):
-        page.locator(".st-key-nav-home button").click()
+        page.locator('.st-key-nav a[data-target="home"]').click()
     expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Welcome to Stalwart")
     assert re.search(r"[?&]page=home(&|$)", page.url)
 
@@ -330,10 +330,10 @@ def test_navigation_and_back_forward_keep_page_params_and_values(
     expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Welcome to Stalwart")
 
     with expect_app_run(page):
-        page.locator(".st-key-nav-form-demo button").click()
+        page.locator('.st-key-nav a[data-target="form-demo"]').click()
     expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Project brief 1")
     with expect_app_run(page):
-        page.locator(".st-key-brief-pick-2 button").click()
+        page.locator('.st-key-brief-pick a[data-target="form-demo-2"]').click()
     expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Project brief 2")
     assert "brief=2" in page.url
     expect(brief.field("name")).to_have_value("Second brief", timeout=SETTLE_TIMEOUT_MS)
@@ -564,7 +564,7 @@ def test_no_layout_shift_when_switching_pages_or_typing(live_app: LiveApp, page:
 
     def visit(target: str) -> None:
         with expect_app_run(page):
-            page.locator(f".st-key-nav-{target} button").click()
+            page.locator(f'.st-key-nav a[data-target="{target}"]').click()
         wait_for_app_idle(page, after_runs=app_run_count(page) - 1)
         page.wait_for_function(
             "() => !document.querySelector('[data-testid=stMain] [data-testid=stSkeleton]')",

@@ -27,6 +27,7 @@ from stalwart.widgets.inputs import (
     s_text,
     s_textarea,
 )
+from stalwart.widgets.nav import Link, nav_links
 
 if TYPE_CHECKING:
     from stalwart.bootstrap import AppContext
@@ -90,17 +91,14 @@ class FormDemoPage(Page):
         """The brief picker, the form (a fragment) and the summary of the applied draft."""
         brief = int(req.params.get("brief", 1))
         st.title(f"Project brief {brief}")
-        picker = st.columns(6)
-        for n in (1, 2, 3):
-            picker[n - 1].button(
-                f"Brief {n}",
-                key=f"brief-pick-{n}",
-                type="primary" if n == brief else "secondary",
-                on_click=req.router.navigate,
-                args=(self.slug,),
-                kwargs={"brief": n},
-                width="stretch",
-            )
+        picks = [Link(f"Brief {n}", self.slug, {"brief": n}) for n in (1, 2, 3)]
+        nav_links(
+            "brief-pick",
+            picks,
+            current=picks[brief - 1] if brief <= 3 else None,
+            label="Briefs",
+            layout="row",
+        )
         form_id = f"project_brief:{brief}"
         s_form(req.session, form_id, defaults=DEFAULTS, schema=ProjectBrief, fields=_brief_fields)
         _summary(req, form_id)

@@ -20,11 +20,14 @@ from stalwart.errors import StalwartError
 from stalwart.pages import DEFAULT_PAGE, PAGES, Page
 from stalwart.pages.base import PageRequest
 from stalwart.widgets.forms import HIDDEN_JOURNAL_CSS
+from stalwart.widgets.nav import NAV_CSS, Link, nav_links
 
 # Streamlit fades elements of the previous run while a run is in progress (opacity 0.33 after
 # 0.5 s); with runs this short that only flickers. The journal component has no visible part.
 SHELL_CSS: Final = (
-    '[data-stale="true"]{opacity:1 !important;transition:none !important}' + HIDDEN_JOURNAL_CSS
+    '[data-stale="true"]{opacity:1 !important;transition:none !important}'
+    + HIDDEN_JOURNAL_CSS
+    + NAV_CSS
 )
 ROUTES: Final = {slug: RouteSpec(slug, page.params_model) for slug, page in PAGES.items()}
 
@@ -42,27 +45,19 @@ def main() -> None:
         page = PAGES[route.page]
         with trace(page=page.slug, session=session.id[:8]):
             st.set_page_config(page_title=f"{page.title} · Stalwart", layout="wide")
-            draw_navigation(page, router)
+            draw_navigation(page)
             if route.notice:
                 st.toast(route.notice, icon=":material/info:")
             with st.container(key=f"page-{page.slug}"):
                 render_page(page, ctx, PageRequest(router.session, route.params, router))
 
 
-def draw_navigation(current: Page, router: Router) -> None:
-    """One sidebar button per page; the current one is highlighted."""
+def draw_navigation(current: Page) -> None:
+    """One sidebar link per page; the current one is marked."""
+    links = [Link(page.title, page.slug) for page in PAGES.values()]
     with st.sidebar:
         st.markdown("### Stalwart")
-        for page in PAGES.values():
-            st.button(
-                page.title,
-                key=f"nav-{page.slug}",
-                icon=page.icon,
-                type="primary" if page is current else "tertiary",
-                width="stretch",
-                on_click=router.navigate,
-                args=(page.slug,),
-            )
+        nav_links("nav", links, current=next(x for x in links if x.page == current.slug))
 
 
 def render_page(page: Page, ctx: AppContext, req: PageRequest) -> None:
