@@ -111,7 +111,8 @@ class Session:
         query_string: str | None = None,
         fragment_id: str = "",
     ) -> RunResult:
-        """Send one ``rerun_script`` (with ``changes`` on top of the kept states) and time it.
+        """Send one ``rerun_script`` (with ``changes`` on top of the kept states) and time it
+        until its last run has finished.
 
         A widget inside an ``st.fragment`` reruns only its fragment: pass its ``fragment_id``,
         as the browser does.
@@ -136,7 +137,13 @@ class Session:
                 msg = ForwardMsg()
                 msg.ParseFromString(await self.ws.recv())
                 received.append(msg)
-                if msg.WhichOneof("type") == "script_finished":
+                # A run that a callback replaced with another (a rerun of another fragment,
+                # asked for by key) ends "early for rerun"; the interaction is over when the
+                # run that replaced it has finished.
+                if (
+                    msg.WhichOneof("type") == "script_finished"
+                    and msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN
+                ):
                     break
         result = RunResult(received, (time.perf_counter() - started) * 1000)
         # A trigger (button click) fires once; the browser does not send it again.
