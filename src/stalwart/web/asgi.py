@@ -20,6 +20,7 @@ from stalwart import __version__
 from stalwart.bootstrap import init_app, shutdown_app
 from stalwart.core.logs import get_logger, log_error
 from stalwart.errors import StalwartError
+from stalwart.job_runtime import start_job_engine, stop_job_engine
 from stalwart.web.middleware import IdentityCookieMiddleware, TraceIdMiddleware
 from stalwart.web.routes import health_routes
 from stalwart.web.server_tuning import HEAVY_MODULES, freeze_startup_heap
@@ -33,13 +34,16 @@ _log = get_logger(__name__)
 
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
-    """Build the app context before the first request; release it after the last one."""
+    """Build the app context and start the job engine before the first request; stop both after."""
     try:
         # init_app() runs migrations: keep that blocking work off the event loop.
         ctx = await asyncio.to_thread(init_app)
     except StalwartError as err:
         _log.error("app failed to start", error=err.message, action=err.action)
         raise
+    # Workers (embedded engine) and the scheduler run beside the server; with the rq engine this
+    # starts no workers, only the queue pages enqueue through.
+    await asyncio.to_thread(start_job_engine, ctx)
     # After init_app() and Streamlit's runtime start, before the first session: from here on the
     # collection Streamlit runs after every script run skips everything alive now.
     await asyncio.to_thread(freeze_startup_heap, (*HEAVY_MODULES, "stalwart.pages"))
@@ -53,6 +57,8 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         yield
     finally:
         _log.info("app stopping")
+        # Before the database goes: running jobs are handed back to the queue, not cut off.
+        await asyncio.to_thread(stop_job_engine)
         await asyncio.to_thread(shutdown_app)
         _log.info("app stopped")
 
