@@ -365,7 +365,7 @@ def test_settings_page_lists_settings_and_hides_the_secret(app_test: AppTest) ->
 
 
 def test_coming_soon_pages_offer_no_controls(app_test: AppTest) -> None:
-    for slug in ("job-demo", "import-export"):
+    for slug in ("import-export",):
         app_test.query_params["page"] = slug
         at = app_test.run()
 

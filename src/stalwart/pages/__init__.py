@@ -13,6 +13,7 @@ from stalwart.pages.form_demo import FormDemoPage
 from stalwart.pages.home import HomePage
 from stalwart.pages.import_export import ImportExportPage
 from stalwart.pages.job_demo import JobDemoPage
+from stalwart.pages.jobs import JobsPage
 from stalwart.pages.settings import SettingsPage
 
 
@@ -24,7 +25,12 @@ def _registry(*pages: Page) -> dict[str, Page]:
 
 
 PAGES: Final[dict[str, Page]] = _registry(
-    HomePage(), FormDemoPage(), JobDemoPage(), ImportExportPage(), SettingsPage()
+    HomePage(),
+    FormDemoPage(),
+    JobDemoPage(),
+    JobsPage(),
+    ImportExportPage(),
+    SettingsPage(),
 )
 DEFAULT_PAGE: Final = HomePage.slug
 

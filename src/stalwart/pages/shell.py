@@ -15,11 +15,13 @@ import streamlit as st
 from stalwart.bootstrap import AppContext, current_app
 from stalwart.core.logs import get_logger, log_error, trace
 from stalwart.core.router import Router, RouteSpec
-from stalwart.core.session import bootstrap_session
+from stalwart.core.session import UserSession, bootstrap_session
 from stalwart.errors import StalwartError
+from stalwart.job_runtime import job_queue
 from stalwart.pages import DEFAULT_PAGE, PAGES, Page
 from stalwart.pages.base import PageRequest
 from stalwart.widgets.forms import HIDDEN_JOURNAL_CSS
+from stalwart.widgets.jobs import job_notifier, job_owner
 from stalwart.widgets.nav import NAV_CSS, Link, nav_links
 
 # Streamlit fades elements of the previous run while a run is in progress (opacity 0.33 after
@@ -50,6 +52,7 @@ def main() -> None:
                 st.toast(route.notice, icon=":material/info:")
             with st.container(key=f"page-{page.slug}"):
                 render_page(page, ctx, PageRequest(router.session, route.params, router))
+            watch_jobs(ctx, router.session)
 
 
 def draw_navigation(current: Page) -> None:
@@ -58,6 +61,16 @@ def draw_navigation(current: Page) -> None:
     with st.sidebar:
         st.markdown("### Stalwart")
         nav_links("nav", links, current=next(x for x in links if x.page == current.slug))
+
+
+def watch_jobs(ctx: AppContext, session: UserSession) -> None:
+    """Toast when one of the user's jobs finishes, whatever page is shown (see job_notifier)."""
+    try:
+        with st.sidebar:
+            job_notifier(job_queue(ctx), job_owner(session))
+    except StalwartError as err:
+        # A notification is not worth breaking the page for; the Jobs page shows the jobs.
+        log_error(err, {"where": "job notifier"})
 
 
 def render_page(page: Page, ctx: AppContext, req: PageRequest) -> None:

@@ -1,0 +1,287 @@
+"""Background jobs in the UI: progress bars, cancel / retry, live polling and finish toasts.
+
+Everything here reads the ``jobs`` table through ``JobQueue.poll``/``list_jobs``; nothing asks
+a worker. Live views are fragments with ``run_every`` that are only registered while one of the
+user's jobs is unfinished; when the last one ends, the fragment asks for one full rerun, which
+registers them without a timer again, so an idle page stays idle (no reruns at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import streamlit as st
+
+from stalwart.core.jobs import JobQueue, JobResult, JobStatus, function_reference
+from stalwart.core.session import UserSession
+from stalwart.errors import StalwartError
+from stalwart.models.base import utcnow
+from stalwart.services.compute_jobs import portfolio_risk
+
+#: Seconds between two reads of the table while a page shows a job that is unfinished.
+LIVE_INTERVAL_S: Final = 1.0
+#: Seconds between two reads by the finish notifier (on every page) while a job is unfinished.
+NOTIFY_INTERVAL_S: Final = 2.0
+#: How many of the user's newest jobs the notifier looks at.
+NOTIFY_WINDOW: Final = 20
+
+#: Human names of the registered job functions (``module:qualname`` -> title).
+JOB_TITLES: Final[dict[str, str]] = {
+    function_reference(portfolio_risk): "Portfolio risk",
+}
+STATUS_ICONS: Final[dict[JobStatus, str]] = {
+    JobStatus.QUEUED: ":material/schedule:",
+    JobStatus.RUNNING: ":material/play_circle:",
+    JobStatus.RETRYING: ":material/replay:",
+    JobStatus.CANCELLING: ":material/cancel_schedule_send:",
+    JobStatus.SUCCEEDED: ":material/check_circle:",
+    JobStatus.FAILED: ":material/error:",
+    JobStatus.CANCELLED: ":material/block:",
+}
+_NOTICE_KEY: Final = "_stalwart_job_notice"
+_WATCH_KEY: Final = "_stalwart_job_watch"
+
+
+def job_owner(session: UserSession) -> str:
+    """The owner recorded on jobs this browser starts (its session id, as forms' ``saved_by``).
+
+    A browser without the identity cookie has an ephemeral id ("ephemeral-" and 32 random hex
+    digits) whose first 12 characters would be shared by many: it owns its jobs by the whole id.
+    TODO(auth issue): the logged-in user once there is one; the browser identity until then.
+    """
+    return session.id[:12] if session.persistent else session.id
+
+
+def job_title(job: JobResult) -> str:
+    """What to call a job: its function's title (or its bare name)."""
+    return JOB_TITLES.get(job.function, job.function.rpartition(":")[2].replace("_", " "))
+
+
+def job_label(job: JobResult) -> str:
+    """A one-line name for a job: title, short id and when it was created (local to UTC)."""
+    return f"{job_title(job)} · {job.id[:8]} · {job.created_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def any_unfinished(jobs: Sequence[JobResult]) -> bool:
+    """True if one of ``jobs`` is queued, running, retrying or cancelling."""
+    return any(not job.finished for job in jobs)
+
+
+def live_interval(jobs: Sequence[JobResult]) -> float | None:
+    """The polling interval a view of ``jobs`` needs: ``LIVE_INTERVAL_S``, or None when idle."""
+    return LIVE_INTERVAL_S if any_unfinished(jobs) else None
+
+
+def format_duration(seconds: float | None) -> str:
+    """``12.3 s``, ``4 min 05 s``, ``1 h 02 min``; an em dash before the job started."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def status_line(job: JobResult) -> str:
+    """Status, attempts and duration in one line of Markdown."""
+    parts = [f"**{job.status.value}**", f"attempt {job.attempts} of {job.max_attempts}"]
+    if job.started_at is not None:
+        parts.append(f"{'ran' if job.finished else 'running for'} {format_duration(job.duration_s)}")
+    return " · ".join(parts)
+
+
+def job_progress(job: JobResult) -> None:
+    """A progress bar (never a spinner) with the job's own progress message."""
+    message = job.progress_message or job.status.value
+    st.progress(int(round(job.progress)), text=f"{job.progress:.0f}% · {message}")
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+def cancel_job(queue: JobQueue, job_id: str, owner: str) -> None:
+    """Button callback: cancel ``job_id`` if it is ``owner``'s; the outcome becomes a notice."""
+    _act(queue, job_id, owner, "cancel")
+
+
+def retry_job(queue: JobQueue, job_id: str, owner: str) -> None:
+    """Button callback: retry ``job_id`` if it is ``owner``'s; the outcome becomes a notice."""
+    _act(queue, job_id, owner, "retry")
+
+
+def _act(queue: JobQueue, job_id: str, owner: str, action: str) -> None:
+    # Runs as an on_click callback, before the fragment body reads the table again, so the
+    # view drawn after it shows the new status.
+    try:
+        job = queue.poll(job_id)
+        if job.owner != owner:  # TODO(RBAC issue): admins may act on everyone's jobs
+            raise StalwartError(
+                "This job belongs to someone else.", "Act only on jobs you started."
+            )
+        if action == "cancel":
+            done = queue.cancel(job_id, user=owner)
+            text = (
+                "Cancel requested; it stops at its next progress report."
+                if done.status == JobStatus.CANCELLING
+                else "Cancelled."
+            )
+        else:
+            queue.retry(job_id, user=owner)
+            text = "Queued again; its attempts start over."
+        st.session_state[_NOTICE_KEY] = (job_id, "info", text)
+    except StalwartError as err:
+        st.session_state[_NOTICE_KEY] = (job_id, "warning", f"{err.message} {err.action}")
+
+
+def job_actions(queue: JobQueue, job: JobResult, owner: str, *, key: str) -> None:
+    """Cancel (queued or running) and Retry (failed or cancelled) buttons, then any notice."""
+    if job.can_cancel:
+        st.button(
+            "Cancel",
+            key=f"{key}-cancel-{job.id}",
+            icon=":material/stop_circle:",
+            on_click=cancel_job,
+            args=(queue, job.id, owner),
+        )
+    if job.can_retry:
+        st.button(
+            "Retry",
+            key=f"{key}-retry-{job.id}",
+            icon=":material/replay:",
+            on_click=retry_job,
+            args=(queue, job.id, owner),
+        )
+    notice = st.session_state.get(_NOTICE_KEY)
+    if notice and notice[0] == job.id:
+        _, level, text = notice
+        (st.warning if level == "warning" else st.caption)(text)
+
+
+# --- live views -----------------------------------------------------------------------------
+
+
+@dataclass
+class Prefetched:
+    """Rows the full run already read, handed to a fragment's first (inline) run only.
+
+    A fragment rerun calls the function again with the arguments of the full run, so the
+    rows must not be reused then: ``take`` gives them once, then None.
+    """
+
+    rows: list[JobResult] | None = field(default=None)
+
+    def take(self) -> list[JobResult] | None:
+        """The rows, once."""
+        rows, self.rows = self.rows, None
+        return rows
+
+
+def live_jobs(
+    name: str,
+    read: Callable[[], list[JobResult]],
+    draw: Callable[[list[JobResult]], None],
+) -> None:
+    """Draw ``read()`` with ``draw`` in a fragment that re-reads every second while needed.
+
+    The fragment has a timer only if the rows read now include an unfinished job. When a
+    rerun of the fragment finds that this changed (the last job ended, or a Retry queued one
+    while it had no timer), it asks for a full rerun, which registers it with the right timer.
+    """
+    rows = read()
+    interval = live_interval(rows)
+    prefetched = Prefetched(rows)
+
+    def body() -> None:
+        current = prefetched.take()
+        if current is None:  # a timed (or button) rerun of the fragment: read the table again
+            current = read()
+            if live_interval(current) != interval:
+                st.rerun()
+        draw(current)
+
+    body.__qualname__ = body.__name__ = f"live_jobs_{name}"  # the fragment's identity
+    st.fragment(body, run_every=interval)()
+
+
+# --- finish notifications -------------------------------------------------------------------
+
+
+@dataclass
+class WatchState:
+    """What this Streamlit session has announced: jobs finished after ``since``, once each."""
+
+    since: datetime
+    announced: dict[str, datetime] = field(default_factory=dict)
+
+
+def finished_to_announce(jobs: Sequence[JobResult], state: WatchState) -> list[JobResult]:
+    """The jobs that finished after the session started and were not announced for that finish.
+
+    Keyed by id and finish time, so a job retried and finished again is announced again.
+    """
+    fresh = []
+    for job in jobs:
+        end = job.finished_at
+        if not job.finished or end is None or end < state.since:
+            continue
+        if state.announced.get(job.id) != end:
+            fresh.append(job)
+    return fresh
+
+
+def finish_message(job: JobResult) -> tuple[str, str]:
+    """The toast for a finished job: its text and icon."""
+    name = f"{job_title(job)} job {job.id[:8]}"
+    if job.status == JobStatus.SUCCEEDED:
+        return f"{name} finished.", ":material/check_circle:"
+    if job.status == JobStatus.FAILED:
+        return f"{name} failed: {job.error or 'no reason recorded'}", ":material/error:"
+    return f"{name} was cancelled.", ":material/block:"
+
+
+def job_notifier(queue: JobQueue, owner: str) -> None:
+    """Toast "… finished / failed / was cancelled" once per finish of the user's jobs.
+
+    Called by the shell on every page. It reads the user's newest jobs once per full run (one
+    indexed query); only while one of them is unfinished does it poll, every
+    ``NOTIFY_INTERVAL_S``. Jobs that finished before this browser session began are not
+    announced: the Jobs page shows them.
+    """
+    state = st.session_state.get(_WATCH_KEY)
+    if not isinstance(state, WatchState):
+        state = WatchState(since=utcnow())
+        st.session_state[_WATCH_KEY] = state
+    rows = queue.list_jobs(owner=owner, limit=NOTIFY_WINDOW)
+    prefetched = Prefetched(rows)
+
+    def job_finish_watch() -> None:
+        current = prefetched.take()
+        if current is None:
+            current = queue.list_jobs(owner=owner, limit=NOTIFY_WINDOW)
+            if not any_unfinished(current):
+                # Toast in the full run that follows: it also stops this timer.
+                st.rerun()
+        announce(current, state)
+
+    interval = NOTIFY_INTERVAL_S if any_unfinished(rows) else None
+    st.fragment(job_finish_watch, run_every=interval)()
+
+
+def announce(jobs: Sequence[JobResult], state: WatchState) -> None:
+    """Toast each job newly finished, and remember it."""
+    for job in finished_to_announce(jobs, state):
+        text, icon = finish_message(job)
+        st.toast(text, icon=icon, duration="long")
+        assert job.finished_at is not None
+        state.announced[job.id] = job.finished_at
+
+
+def result_value(job: JobResult, name: str) -> Any:
+    """One field of a succeeded job's result (None if absent)."""
+    return job.result.get(name) if isinstance(job.result, dict) else None
