@@ -343,3 +343,18 @@ def test_jobs_that_finished_before_the_session_began_are_not_announced(
     fresh = open_page(fresh, "home")
 
     assert [str(t.value) for t in fresh.toast] == []
+
+
+# --- the rules behind the live views --------------------------------------------------------
+
+
+def test_views_poll_only_while_a_job_is_unfinished(app_test: AppTest) -> None:
+    from stalwart.widgets.jobs import LIVE_INTERVAL_S, live_interval
+
+    at = open_page(app_test, "jobs")
+    queue = job_queue()
+    job_id = queue.enqueue(Job.of(job_functions.add, {"a": 1, "b": 2}, owner=owner_of(at)))
+
+    assert live_interval([]) is None
+    assert live_interval([queue.poll(job_id)]) == LIVE_INTERVAL_S
+    assert live_interval([queue.cancel(job_id)]) is None

@@ -92,14 +92,16 @@ def status_line(job: JobResult) -> str:
     """Status, attempts and duration in one line of Markdown."""
     parts = [f"**{job.status.value}**", f"attempt {job.attempts} of {job.max_attempts}"]
     if job.started_at is not None:
-        parts.append(f"{'ran' if job.finished else 'running for'} {format_duration(job.duration_s)}")
+        parts.append(
+            f"{'ran' if job.finished else 'running for'} {format_duration(job.duration_s)}"
+        )
     return " · ".join(parts)
 
 
 def job_progress(job: JobResult) -> None:
     """A progress bar (never a spinner) with the job's own progress message."""
     message = job.progress_message or job.status.value
-    st.progress(int(round(job.progress)), text=f"{job.progress:.0f}% · {message}")
+    st.progress(round(job.progress), text=f"{job.progress:.0f}% · {message}")
 
 
 # --- actions --------------------------------------------------------------------------------
