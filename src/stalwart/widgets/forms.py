@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import streamlit as st
 from pydantic import BaseModel, ValidationError
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from stalwart.bootstrap import current_app
 from stalwart.core.database import RetryNotice, RetryPolicy
@@ -195,7 +196,7 @@ class Form:
 
     def redraw(self) -> None:
         """From a callback: rerun this form (by key, so no other callback can cancel it)."""
-        st.rerun(scope=form_key(self.rt.slug))
+        _rerun_fragment(form_key(self.rt.slug))
 
     def validate(self) -> dict[str, str]:
         """Field-level messages for the draft as it is now (empty when valid)."""
@@ -360,7 +361,7 @@ class Form:
         }
         # The fields' widgets get new values: redraw the form, not the page.
         self.run(ops[kind])
-        st.rerun(scope=form_key(self.rt.slug))
+        _rerun_fragment(form_key(self.rt.slug))
 
     def run(self, op: Callable[[FormState], list[str]]) -> list[str] | None:
         """Apply an operation that may change several fields and update their widgets.
@@ -399,30 +400,30 @@ class Form:
         if self.run(_apply_draft) is not None:
             self.rt.rerun_app = True
             st.toast("Applied.", icon="✅")
-        st.rerun(scope=toolbar_key(self.rt.slug))
+        _rerun_fragment(toolbar_key(self.rt.slug))
 
     def _open_conflict(self) -> None:
         self.rt.show_conflict = True
-        st.rerun(scope=toolbar_key(self.rt.slug))
+        _rerun_fragment(toolbar_key(self.rt.slug))
 
     def _request_save(self) -> None:
         rt = self.rt
         if self.view.conflict:
             # Saving over a version the user has not seen: show both first.
             rt.show_conflict = True
-            st.rerun(scope=toolbar_key(rt.slug))
+            _rerun_fragment(toolbar_key(rt.slug))
         if self.validate():
             first = not rt.show_errors
             rt.show_errors = True
             st.toast("Not saved: fix the fields marked below. Your input is kept.", icon="⚠️")
             if first or self.shown_messages() != rt.messages_shown:
-                st.rerun(scope=form_key(rt.slug))  # the fields' messages must show
-            st.rerun(scope=toolbar_key(rt.slug))
+                _rerun_fragment(form_key(rt.slug))  # the fields' messages must show
+            _rerun_fragment(toolbar_key(rt.slug))
         rt.show_errors = True
         # One idempotency key per click: a save retried after a failure cannot land twice.
         if rt.save_key is None:
             rt.save_key = uuid.uuid4().hex
-        st.rerun(scope=toolbar_key(rt.slug))
+        _rerun_fragment(toolbar_key(rt.slug))
 
     def _save(self) -> None:
         if self.errors:
@@ -463,6 +464,19 @@ class Form:
         if outcome.overwrote:
             text += f" It replaced version {outcome.overwrote}, saved meanwhile by someone else."
         st.toast(text, icon="💾")
+
+
+def _rerun_fragment(key: str) -> None:
+    """From a callback: rerun the fragment ``key`` instead of what the interaction reruns.
+
+    Only when the interaction reruns a fragment. When it reruns the whole app (a link to
+    another page, a reload, a widget outside any fragment), that run draws everything
+    anyway, and a targeted rerun would replace it: a navigation would then rerun the form
+    of the page being left instead of going to the new page.
+    """
+    ctx = get_script_run_ctx()
+    if ctx is not None and ctx.fragment_ids_this_run:
+        st.rerun(scope=key)
 
 
 def form_key(slug: str) -> str:
@@ -551,7 +565,7 @@ def _rerun_after_change(
     else:
         scope = journal_fragment_key(rt.slug)
     if scope != default:
-        st.rerun(scope=scope)
+        _rerun_fragment(scope)
 
 
 def _apply_draft(state: FormState) -> list[str]:

@@ -4,6 +4,26 @@
 // sends the rerun at once from inside the click. A button would send it from a timer that
 // waits for the next frame: about 12 ms later on every page switch (bench/run_bench.py).
 
+//
+// A click that is also the blur of an edited text field makes Streamlit commit the field
+// from a timer (a rerun carrying the URL of the page being left). Streamlit merges queued
+// reruns into the newest one's URL, so the navigation must be sent after that commit:
+// it waits for the same kind of timer, which runs after the one already queued. Typing that
+// the form's journal has not sent yet is sent first, likewise: sent later, it would carry the
+// new URL and rerun the old page's journal on the new page.
+
+let blurring = false;
+
+function noteFocus() {
+  const active = document.activeElement;
+  blurring = active instanceof HTMLInputElement || active instanceof HTMLTextAreaElement;
+}
+
+function go(href) {
+  history.pushState(null, "", href);
+  window.dispatchEvent(new PopStateEvent("popstate", { state: null }));
+}
+
 function follow(event) {
   const link = event.currentTarget;
   if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) {
@@ -11,8 +31,16 @@ function follow(event) {
   }
   event.preventDefault();
   if (link.getAttribute("aria-current") === "page" && link.href === location.href) return;
-  history.pushState(null, "", link.href);
-  window.dispatchEvent(new PopStateEvent("popstate", { state: null }));
+  // Typing still waiting in a form's journal (debounced) goes first too, for the same reason.
+  const journals = Object.values(window.__stalwartJournals || {});
+  const typing = journals.filter((j) => j.timer !== null);
+  typing.forEach((j) => j.send());
+  if (blurring || typing.length) {
+    blurring = false;
+    setTimeout(() => go(link.href), 0);
+  } else {
+    go(link.href);
+  }
 }
 
 export default function (component) {
@@ -28,6 +56,7 @@ export default function (component) {
       a.textContent = item.label;
       a.dataset.target = item.id;
       if (item.current) a.setAttribute("aria-current", "page");
+      a.addEventListener("pointerdown", noteFocus);
       a.addEventListener("click", follow);
       return a;
     }),
