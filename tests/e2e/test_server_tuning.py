@@ -93,8 +93,11 @@ def accepted_nodelay(server: LiveApp) -> int:
             return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-# Not "streamlit run app.py": Streamlit binds before our code loads (see the control below).
-@pytest.mark.parametrize("launcher", ["app run", "python app.py", "uvicorn app:app"])
+# "streamlit run app.py" binds before our code loads; the app's lifespan sets the option on the
+# listening socket then (see the control below for plain Streamlit).
+@pytest.mark.parametrize(
+    "launcher", ["app run", "python app.py", "uvicorn app:app", "streamlit run app.py"]
+)
 def test_accepted_connections_send_without_nagle_delays(tmp_path: Path, launcher: str) -> None:
     port = free_port()
     server = launch(LAUNCHERS[launcher](port), port, tmp_path)

@@ -23,7 +23,11 @@ from stalwart.errors import StalwartError
 from stalwart.job_runtime import start_job_engine, stop_job_engine
 from stalwart.web.middleware import IdentityCookieMiddleware, TraceIdMiddleware
 from stalwart.web.routes import health_routes
-from stalwart.web.server_tuning import HEAVY_MODULES, freeze_startup_heap
+from stalwart.web.server_tuning import (
+    HEAVY_MODULES,
+    freeze_startup_heap,
+    nodelay_on_listening_sockets,
+)
 
 # Absolute, so the script is found whatever the working directory or launcher (st.App resolves a
 # relative path against sys.argv[0], which is the `app` console script when run from the CLI).
@@ -47,6 +51,8 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     # After init_app() and Streamlit's runtime start, before the first session: from here on the
     # collection Streamlit runs after every script run skips everything alive now.
     await asyncio.to_thread(freeze_startup_heap, (*HEAVY_MODULES, "stalwart.pages"))
+    # `streamlit run app.py` bound its socket before this code loaded: set TCP_NODELAY now.
+    nodelay_on_listening_sockets()
     _log.info(
         "app started",
         version=__version__,

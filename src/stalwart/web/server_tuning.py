@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import gc
 import importlib
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -145,3 +146,33 @@ def freeze_startup_heap(modules: Iterable[str] = HEAVY_MODULES) -> FrozenHeap:
         elapsed_ms=result.elapsed_ms,
     )
     return result
+
+
+def nodelay_on_listening_sockets() -> int:
+    """Set TCP_NODELAY on this process's listening TCP sockets; returns how many were set.
+
+    For servers that bound their socket before Stalwart's code was imported, which
+    :func:`enable_tcp_nodelay` cannot wrap: ``streamlit run app.py`` binds first and loads the
+    ``st.App`` script later. Sockets accepted afterwards inherit the option (Linux). Looks the
+    sockets up in ``/proc/self/fd``; elsewhere it does nothing and returns 0.
+    """
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        return 0
+    count = 0
+    for name in os.listdir(fd_dir):
+        try:
+            if not os.readlink(f"{fd_dir}/{name}").startswith("socket:"):
+                continue
+            dup = os.dup(int(name))
+        except OSError:
+            continue  # closed meanwhile (the listing itself was one of these descriptors)
+        with socket.socket(fileno=dup) as sock:
+            try:
+                listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            except OSError:
+                continue
+            if listening and set_tcp_nodelay(sock):
+                count += 1
+    _log.info("TCP_NODELAY set on listening sockets", sockets=count)
+    return count
