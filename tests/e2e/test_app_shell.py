@@ -23,7 +23,7 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
 
-from stalwart.bootstrap import shutdown_app
+from stalwart.bootstrap import current_app, shutdown_app
 from stalwart.pages import DEFAULT_PAGE, PAGES
 from stalwart.pages.settings import HIDDEN, display_value
 from stalwart.web.asgi import SHELL_SCRIPT
@@ -392,3 +392,49 @@ def test_coming_soon_pages_offer_no_controls(app_test: AppTest) -> None:
 )
 def test_settings_values_never_show_credentials(name: str, value: object, shown: str) -> None:
     assert display_value(name, value) == shown
+
+
+def _navigating_script() -> None:
+    """A page that moves elsewhere from a callback with ``Router.navigate`` (AppTest script)."""
+    import streamlit as st
+    from pydantic import BaseModel
+
+    from stalwart.bootstrap import current_app
+    from stalwart.core.router import Router, RouteSpec
+    from stalwart.core.session import bootstrap_session
+
+    class Brief(BaseModel):
+        brief: int = 1
+
+    ctx = current_app()
+    routes = {"home": RouteSpec("home"), "brief": RouteSpec("brief", Brief)}
+    router = Router(ctx.db, bootstrap_session(ctx.db), routes)
+    route = router.resolve()
+    st.title(f"{route.page} {route.params}")
+    st.button("Open brief 7", on_click=router.navigate, args=("brief",), kwargs={"brief": 7})
+    if st.button("Nowhere"):
+        try:
+            router.navigate("nowhere")
+        except ValueError as err:
+            st.error(str(err))
+
+
+def test_router_navigate_goes_to_a_page_with_params_and_remembers_it(
+    app_test: AppTest,
+) -> None:
+    from stalwart.models import SessionRecord
+
+    at = AppTest.from_function(_navigating_script, default_timeout=30).run()
+    assert page_title(at) == "home {}"
+
+    at.button[0].click().run()
+    assert page_title(at) == "brief {'brief': '7'}"
+    assert at.query_params["page"] == ["brief"] or at.query_params["page"] == "brief"
+    with current_app().db.unit_of_work(read_only=True) as uow:
+        places = {
+            (r.page, tuple(sorted(r.params.items()))) for r in uow.session.query(SessionRecord)
+        }
+    assert ("brief", (("brief", "7"),)) in places
+
+    at.button[1].click().run()
+    assert "unknown page 'nowhere'" in at.error[0].value
