@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -46,6 +47,9 @@ log = get_logger(__name__)
 #: RQ kills a work horse this long after the job's own timeout and grace (a backstop: our
 #: monitor stops the job first).
 RQ_KILL_MARGIN_S: Final = 30
+#: An RQ worker that lost Redis tries again after this long, doubling up to the maximum.
+RQ_RECONNECT_INITIAL_S: Final = 0.5
+RQ_RECONNECT_MAX_S: Final = 30.0
 
 
 class Sweeper:
@@ -294,10 +298,9 @@ def run_rq_worker(
     log.info("rq worker starting", queue=cfg.jobs_queue, concurrency=concurrency)
     try:
         if concurrency == 1:
-            name = f"{cfg.jobs_queue}-{uuid.uuid4().hex[:8]}"  # says which queue it serves
-            worker = worker_class([dispatcher.queue], connection=dispatcher.redis, name=name)
-            worker.work(burst=burst, with_scheduler=True, logging_level=cfg.log_level)
+            _work_reconnecting(worker_class, dispatcher, burst=burst, logging_level=cfg.log_level)
         else:
+            # The pool replaces a worker process whose loop ended (a lost Redis among causes).
             pool = WorkerPool(
                 [dispatcher.queue], connection=dispatcher.redis, num_workers=concurrency
             )
@@ -305,3 +308,75 @@ def run_rq_worker(
     finally:
         sweeper.stop()
         log.info("rq worker stopped")
+
+
+def _work_reconnecting(
+    worker_class: type[BaseWorker],
+    dispatcher: RQDispatcher,
+    *,
+    burst: bool,
+    logging_level: str,
+) -> None:
+    """Run RQ's work loop until a stop is requested; if the loop ends otherwise, start it again.
+
+    RQ's loop retries a lost Redis only while it waits for a job: a connection error anywhere
+    else (just after a job, say) ends it with "found an unhandled exception, quitting", and a
+    Redis timeout ends it anywhere. The worker process would then exit while Redis restarts,
+    so this waits (backing off) until Redis answers and starts a fresh RQ worker in this process.
+    """
+    stop = threading.Event()
+
+    class StalwartWorker(worker_class):  # type: ignore[valid-type, misc]
+        """RQ's worker class, noting that a warm shutdown (SIGTERM, Ctrl+C) was requested."""
+
+        def handle_warm_shutdown_request(self) -> None:
+            stop.set()
+            super().handle_warm_shutdown_request()
+
+    while True:
+        name = f"{dispatcher.queue.name}-{uuid.uuid4().hex[:8]}"  # says which queue it serves
+        worker = StalwartWorker([dispatcher.queue], connection=dispatcher.redis, name=name)
+        failure: RedisError | None = None
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+        except RedisError as exc:  # RQ's teardown could not reach Redis either
+            failure = exc
+            if worker.pubsub_thread is not None:
+                worker.pubsub_thread.stop()
+        if burst or stop.is_set():
+            if failure is not None:
+                raise failure
+            return
+        # Between RQ loops, RQ's signal handlers (bound to the worker that ended) must not run.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        if not _wait_for_redis(dispatcher, stop, name):
+            return
+
+
+def _wait_for_redis(dispatcher: RQDispatcher, stop: threading.Event, worker: str) -> bool:
+    """Wait, backing off, until Redis answers (True) or a stop is requested (False)."""
+    delay = RQ_RECONNECT_INITIAL_S
+    lost = False
+    while True:
+        try:
+            dispatcher.redis.ping()
+        except RedisError as exc:
+            lost = True
+            log.warning(
+                "rq worker lost Redis; reconnecting",
+                worker=worker,
+                error=str(exc),
+                retry_in_s=delay,
+            )
+            if stop.wait(delay):
+                return False
+            delay = min(RQ_RECONNECT_MAX_S, delay * 2)
+            continue
+        if lost:
+            log.warning("rq worker reconnected to Redis; starting a new RQ worker", worker=worker)
+            return not stop.is_set()
+        # Redis answers: RQ's loop ended on something else (or on a Redis blip already over).
+        # Start again after a pause, so that a loop that keeps ending cannot spin.
+        log.warning("rq worker loop ended unexpectedly; starting it again", worker=worker)
+        return not stop.wait(RQ_RECONNECT_INITIAL_S)
