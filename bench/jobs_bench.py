@@ -519,6 +519,8 @@ def under_load(
     t2, cpu2, p2 = snapshot()
     statuses = [queue.poll(i).status.value for i in ids]
 
+    ours = [cpu1[k] - cpu0[k] for k in pids]
+
     def rate(ta: float, tb: float, pa: list[float], pb: list[float]) -> float:
         return round(sum(b - a for a, b in zip(pa, pb, strict=True)) / (tb - ta), 2)
 
@@ -534,6 +536,10 @@ def under_load(
             "cpu_cores_while_clicking": {
                 k: round((cpu2[k] - cpu1[k]) / (t2 - t1), 2) for k in cpu0
             },
+            # While the jobs ran alone this benchmark slept: the rest was someone else's.
+            "cpu_cores_others_while_jobs_alone": round(
+                max(0.0, cpu1["whole machine"] - cpu0["whole machine"] - sum(ours)) / (t1 - t0), 2
+            ),
             "job_pct_per_s_alone": rate(t0, t1, p0, p1),
             "job_pct_per_s_while_clicking": rate(t1, t2, p1, p2),
         },
@@ -708,6 +714,15 @@ def report(doc: dict[str, Any]) -> str:
                 if jobs["still_running_after"]
                 else "NOT all still running at its end (size them up: --job-paths)."
             )
+        )
+    others = [
+        app.get(key, {}).get("jobs", {}).get("cpu_cores_others_while_jobs_alone", 0.0)
+        for key in ("in_app", "in_worker")
+    ]
+    if max(others) > 0.2:
+        lines.append(
+            f"- WARNING: other processes on this machine used {others} CPU cores while the jobs "
+            "ran (measured while this benchmark slept): the numbers of part 2 are disturbed."
         )
     gil = app.get("in_app", {}).get("gil_profile")
     if gil and "gil_held_share_pct" in gil:
