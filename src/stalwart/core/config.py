@@ -31,6 +31,7 @@ _FIXES: dict[str, str] = {
     "jobs_engine": "use embedded (in-process workers) or rq (RQ workers on Redis)",
     "redis_url": "use redis://host:6379/0 (or rediss:// for TLS)",
     "jobs_lease_s": "use a lease of at least three heartbeat intervals",
+    "cache_backend": "use memory (one app process) or redis (shared by several processes)",
 }
 
 
@@ -71,6 +72,14 @@ class AppConfig(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     #: run cron-like schedules in this process (one process wins the lock; the rest wait)
     scheduler_enabled: bool = True
+    # The cache (see OPERATIONS.md, "Cache").
+    #: memory: in this process only (one app process); redis: shared by every app process
+    cache_backend: Literal["memory", "redis"] = "memory"
+    cache_max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    #: bytes of JSON (plus a fixed overhead per entry) the memory backend keeps at most
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    #: redis: the prefix of every key the cache writes (lets several apps share one Redis)
+    cache_redis_prefix: str = Field(default="stalwart:cache:", min_length=1, max_length=100)
 
     @field_validator("log_level", mode="before")
     @classmethod
