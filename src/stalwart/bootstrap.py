@@ -1,4 +1,4 @@
-"""The composition root: ``init_app()`` builds config, logging and the database once.
+"""The composition root: ``init_app()`` builds config, logging, the cache and the database once.
 
 Nothing else in Stalwart builds process-wide objects; pages, the CLI and the web routes ask
 ``current_app()`` for the context that ``init_app()`` made.
@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import TextIO
 
+from stalwart.core.cache import Cache
 from stalwart.core.config import AppConfig, load_config
 from stalwart.core.database import DB
 from stalwart.core.logs import configure_logging, get_logger
@@ -22,6 +23,8 @@ class AppContext:
 
     config: AppConfig
     db: DB
+    #: get_or_compute for pages and services; the DB's units of work invalidate it
+    cache: Cache
 
 
 _lock = threading.Lock()
@@ -41,13 +44,17 @@ def init_app(
             return _current
         cfg = config or load_config()
         configure_logging(cfg.log_level, json=cfg.log_json, stream=log_stream)
-        db = DB.from_config(cfg)
+        cache = Cache.from_config(cfg)
+        db = DB.from_config(cfg, invalidator=cache)
         if cfg.migrate_on_start if run_migrations is None else run_migrations:
             migrate(db)
-        ctx = AppContext(config=cfg, db=db)
+        ctx = AppContext(config=cfg, db=db, cache=cache)
         _current = ctx
         get_logger(__name__).info(
-            "app initialised", environment=cfg.environment, database=db.safe_url
+            "app initialised",
+            environment=cfg.environment,
+            database=db.safe_url,
+            cache=cfg.cache_backend,
         )
         return ctx
 
@@ -63,4 +70,5 @@ def shutdown_app() -> None:
     with _lock:
         if _current is not None:
             _current.db.dispose()
+            _current.cache.close()
             _current = None

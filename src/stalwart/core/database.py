@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -52,6 +52,9 @@ from stalwart.errors import (
     TransientDatabaseError,
 )
 from stalwart.models import IdempotencyKey
+
+if TYPE_CHECKING:
+    from stalwart.core.cache import Scope
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -84,6 +87,13 @@ class RetryNotice:
     error: TransientDatabaseError
 
 
+class Invalidator(Protocol):
+    """What a committed UnitOfWork tells about the cache scopes its writes touched."""
+
+    def invalidate(self, *scopes: Scope) -> None:
+        """Make the cached values of ``scopes`` unreachable."""
+
+
 class DB:
     """One database: its engine, its dialect and the serialised write path."""
 
@@ -95,8 +105,11 @@ class DB:
         pool_size: int = 5,
         connect_timeout_s: int = 5,
         retry: RetryPolicy | None = None,
+        invalidator: Invalidator | None = None,
     ) -> None:
         self.url = make_url(url)
+        #: told the cache scopes of every committed UnitOfWork (the app's Cache)
+        self.invalidator = invalidator
         self.dialect: str = self.url.get_backend_name()
         self.retry = retry or RetryPolicy()
         self.busy_timeout_ms = busy_timeout_ms
@@ -119,7 +132,7 @@ class DB:
         self._in_tx = threading.local()
 
     @classmethod
-    def from_config(cls, cfg: AppConfig) -> DB:
+    def from_config(cls, cfg: AppConfig, *, invalidator: Invalidator | None = None) -> DB:
         """Build the DB the settings describe."""
         return cls(
             cfg.resolved_database_url,
@@ -127,6 +140,7 @@ class DB:
             pool_size=cfg.db_pool_size,
             connect_timeout_s=cfg.db_connect_timeout_s,
             retry=RetryPolicy(cfg.tx_max_attempts, cfg.tx_backoff_initial_s, cfg.tx_backoff_max_s),
+            invalidator=invalidator,
         )
 
     @property
@@ -387,6 +401,7 @@ class UnitOfWork:
         self.audit = AuditLog(self)
         self._committed = False
         self._after_commit: list[Callable[[], None]] = []
+        self._invalidates: list[Scope] = []
 
     def __enter__(self) -> UnitOfWork:
         return self
@@ -420,13 +435,29 @@ class UnitOfWork:
         """Run ``callback`` once the transaction has committed (never on rollback)."""
         self._after_commit.append(callback)
 
+    def invalidates(self, *scopes: Scope) -> None:
+        """Declare cache scopes this write changes; they are invalidated after the commit.
+
+        Never before (a reader could cache the old rows again before they change) and never
+        on rollback (nothing changed).
+        """
+        self._invalidates.extend(scopes)
+
     def commit(self) -> None:
-        """Write the pending audit rows and commit; then run the after-commit callbacks."""
+        """Write the pending audit rows and commit; then invalidate, then run the callbacks."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
         self.audit.write_pending()
         self.session.commit()
         self._committed = True
+        if self._invalidates and self.db.invalidator is not None:
+            try:
+                self.db.invalidator.invalidate(*self._invalidates)
+            except Exception as err:  # committed; the cache's TTL bounds what stays stale
+                log.exception(
+                    "cache invalidation failed after commit", scopes=len(self._invalidates)
+                )
+                del err
         for callback in self._after_commit:
             try:
                 callback()
@@ -438,6 +469,7 @@ class UnitOfWork:
         """Discard everything done in this unit of work."""
         self.session.rollback()
         self.audit.discard_pending()
+        self._invalidates.clear()
 
 
 def _sqlite_file(database: str | None) -> Path | None:
