@@ -7,13 +7,14 @@ import typer
 from stalwart import __version__
 from stalwart.cli.app_ import run
 from stalwart.cli.audit_ import audit_app
+from stalwart.cli.cache_ import cache_app
 from stalwart.cli.config_ import config_app
 from stalwart.cli.db_ import db_app
 from stalwart.cli.jobs_ import jobs_app
 
 app = typer.Typer(
     name="app",
-    help="Stalwart: run the app and operate its database, audit log, jobs and settings.",
+    help="Stalwart: run the app and operate its database, audit log, jobs, cache and settings.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -23,6 +24,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(cache_app, name="cache")
 
 
 def _version(value: bool) -> None:
@@ -37,7 +39,7 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """Stalwart: run the app and operate its database, audit log, jobs and settings."""
+    """Stalwart: run the app and operate its database, audit log, jobs, cache and settings."""
 
 
 def main() -> None:
