@@ -453,11 +453,10 @@ class UnitOfWork:
         if self._invalidates and self.db.invalidator is not None:
             try:
                 self.db.invalidator.invalidate(*self._invalidates)
-            except Exception as err:  # committed; the cache's TTL bounds what stays stale
+            except Exception:  # committed; the cache's TTL bounds what stays stale
                 log.exception(
                     "cache invalidation failed after commit", scopes=len(self._invalidates)
                 )
-                del err
         for callback in self._after_commit:
             try:
                 callback()
