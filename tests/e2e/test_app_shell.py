@@ -438,3 +438,35 @@ def test_router_navigate_goes_to_a_page_with_params_and_remembers_it(
 
     at.button[1].click().run()
     assert "unknown page 'nowhere'" in at.error[0].value
+
+
+def test_save_over_a_newer_version_shows_both_even_in_a_full_run(app_test: AppTest) -> None:
+    """Save's conflict check holds when the click arrives in a full-app run (AppTest runs
+    every interaction as one), not only in the toolbar's own fragment run."""
+    from stalwart.models import FormVersion, SessionRecord
+    from stalwart.pages.form_demo import DEFAULTS
+    from stalwart.services.form_service import FormService
+
+    app_test.query_params["page"] = "form-demo"
+    at = app_test.run()  # this tab's draft is pinned to "no version yet"
+    assert not at.exception
+    at.text_input(key="sw__project-brief-1__name").set_value("My name").run()  # valid draft
+
+    db = current_app().db
+    db.run_tx(lambda uow: uow.session.add(SessionRecord(id="someone-else", page="home", params={})))
+    forms = FormService(db)
+    forms.persist_input("someone-else", "project_brief:1", DEFAULTS, "name", "Their name")
+    forms.save("someone-else", "project_brief:1", DEFAULTS, user="other", idempotency_key="k1")
+    at.run()  # this tab learns of version 1 (any interaction would do)
+
+    at.button(key="swc__project-brief-1__save").click().run()
+
+    assert not at.exception
+    # AppTest does not draw dialogs: ask the form what Save decided.
+    assert any("conflict" in str(m.value) for m in at.markdown)  # the state line says so
+    form = at.session_state["_stalwart_forms"]["project-brief-1"]
+    assert form.show_conflict  # the dialog with both versions is what Save opens
+    assert form.save_key is None
+    with db.unit_of_work(read_only=True) as uow:
+        versions = uow.session.query(FormVersion).filter_by(form_id="project_brief:1").count()
+    assert versions == 1  # nothing was saved over theirs

@@ -412,6 +412,7 @@ class Form:
             # Saving over a version the user has not seen: show both first.
             rt.show_conflict = True
             _rerun_fragment(toolbar_key(rt.slug))
+            return  # (in a full run, which draws the dialog anyway)
         if self.validate():
             first = not rt.show_errors
             rt.show_errors = True
@@ -419,6 +420,7 @@ class Form:
             if first or self.shown_messages() != rt.messages_shown:
                 _rerun_fragment(form_key(rt.slug))  # the fields' messages must show
             _rerun_fragment(toolbar_key(rt.slug))
+            return
         rt.show_errors = True
         # One idempotency key per click: a save retried after a failure cannot land twice.
         if rt.save_key is None:
