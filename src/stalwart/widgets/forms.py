@@ -477,8 +477,28 @@ def _rerun_fragment(key: str) -> None:
     of the page being left instead of going to the new page.
     """
     ctx = get_script_run_ctx()
-    if ctx is not None and ctx.fragment_ids_this_run:
-        st.rerun(scope=key)
+    if ctx is None or not ctx.fragment_ids_this_run or _full_rerun_pending(ctx.script_requests):
+        return
+    st.rerun(scope=key)
+
+
+def _full_rerun_pending(requests: object) -> bool:
+    """Whether a full-app rerun arrived while this run was going (a link followed from a
+    focused text field: its blur reran the form, the link reruns the app).
+
+    Streamlit merges queued reruns and takes the URL of the newest: a fragment rerun asked for
+    after it would carry this run's URL and take the user back to the page being left.
+    Reads ``ScriptRequests``' pending request (Streamlit 1.67 internals; pinned).
+    """
+    state = getattr(requests, "_state", None)
+    data = getattr(requests, "_rerun_data", None)
+    return (
+        getattr(state, "name", None) == "RERUN"
+        and data is not None
+        and not getattr(data, "fragment_id", None)
+        and not getattr(data, "fragment_id_queue", None)
+        and not getattr(data, "is_fragment_scoped_rerun", False)
+    )
 
 
 def form_key(slug: str) -> str:
