@@ -51,10 +51,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 # bench/ is sys.path[0] when this runs as a script; the repository root was added above.
 import ws_driver  # noqa: E402
 from bench.jobs_noop import noop  # noqa: E402
-from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
-from run_bench import STALWART, Server, machine  # noqa: E402
+from run_bench import STALWART, Server, app_run, machine  # noqa: E402
 from sqlalchemy import create_engine, func, make_url, select, text  # noqa: E402
+from tests.jobs_harness import clean_rq_keys  # noqa: E402
 from ws_driver import summarise  # noqa: E402
 
 from stalwart.core.compute.schemas import PortfolioRiskParams  # noqa: E402
@@ -141,23 +141,6 @@ def scratch_postgres() -> Iterator[str]:
         admin.dispose()
 
 
-def clean_redis(client: Redis, queue_name: str) -> None:
-    """Delete every key RQ made for ``queue_name`` (queue, registries, jobs, workers)."""
-    job_ids = []
-    for key in client.scan_iter("rq:job:*"):
-        if client.type(key) == b"hash" and client.hget(key, "origin") == queue_name.encode():
-            job_ids.append(key.decode().split(":", 2)[2])
-    doomed = set(client.scan_iter(f"*{queue_name}*"))
-    for job_id in job_ids:
-        doomed |= set(client.scan_iter(f"*{job_id}*"))
-    if doomed:
-        client.delete(*doomed)
-    for registry in ("rq:queues", "rq:workers"):  # RQ's global sets name ours too
-        ours = [m for m in client.smembers(registry) if queue_name.encode() in m]
-        if ours:
-            client.srem(registry, *ours)
-
-
 # --- engines -------------------------------------------------------------------------------
 
 
@@ -214,7 +197,7 @@ def rq_engine(database_url: str, tmp: Path) -> Iterator[JobQueue]:
         for proc in procs:
             stop_process(proc)
         with contextlib.suppress(Exception):
-            clean_redis(dispatcher.redis, queue_name)
+            clean_rq_keys(dispatcher.redis, queue_name)
         dispatcher.redis.close()
         db.dispose()
 
@@ -435,16 +418,7 @@ def app_server(workers: int) -> Server:
         f"stalwart-jobs-{workers}",
         f"Stalwart (`app run`, {where})",
         STALWART,
-        lambda port: [
-            sys.executable,
-            "-m",
-            "stalwart.cli.main",
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        app_run,
         "/healthz",
         env={"STALWART_JOBS_WORKERS": str(workers)},
         browser=False,

@@ -196,6 +196,20 @@ def plain(*launcher: str) -> Callable[[int], list[str]]:
     ]
 
 
+def app_run(port: int) -> list[str]:
+    """``app run`` on 127.0.0.1:port, as the README starts Stalwart."""
+    return [
+        sys.executable,
+        "-m",
+        "stalwart.cli.main",
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 TUNED = [sys.executable, str(BENCH / "tuned_streamlit.py")]
 SERVERS: list[Server] = [
     Server(
@@ -232,16 +246,7 @@ SERVERS: list[Server] = [
         "stalwart",
         "Stalwart (`app run`)",
         STALWART,
-        lambda port: [
-            sys.executable,
-            "-m",
-            "stalwart.cli.main",
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        app_run,
         "/healthz",
     ),
 ]

@@ -10,9 +10,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from stalwart.core.database import DB
 from stalwart.core.jobs import JobQueue, JobResult, JobSettings
-from tests.conftest import PYTHON, REDIS_URL, ROOT, child_env
+from stalwart.core.migrations import migrate
+from tests.conftest import PYTHON, REDIS_URL, ROOT, child_env, need, redis_problem
 
 # Short intervals so that heartbeats, leases, grace periods and backoffs pass quickly; tests
 # wait for what happens (with a generous bound), never for how long it took.
@@ -112,28 +115,49 @@ def pid_of(worker_id: str | None) -> int:
     return int(worker_id.split("/")[1])
 
 
+def job_setup(param: str, tmp_path: Path, request: Any) -> tuple[str, str, DB]:
+    """For a ``<engine>-<dialect>`` test parameter: the engine, the database URL and a migrated
+    DB on it (SQLite in ``tmp_path``, or the test's own PostgreSQL database)."""
+    engine, dialect = param.split("-")
+    if engine == "rq":
+        need("redis", redis_problem())
+    url = (
+        f"sqlite:///{tmp_path / 'data' / 'stalwart.db'}"
+        if dialect == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    db = DB(url)
+    migrate(db)
+    return engine, url, db
+
+
 def unique_queue() -> str:
     return f"stalwart-test-{uuid.uuid4().hex[:10]}"
 
 
 def clean_redis(queue_name: str) -> None:
-    """Remove every key RQ made for ``queue_name`` (its queue, registries, jobs, workers)."""
+    """Remove every key RQ made for ``queue_name`` from the test Redis."""
     from redis import Redis
 
     client = Redis.from_url(REDIS_URL)
     try:
-        job_ids = []
-        for key in client.scan_iter("rq:job:*"):
-            if client.type(key) == b"hash" and client.hget(key, "origin") == queue_name.encode():
-                job_ids.append(key.decode().split(":", 2)[2])
-        doomed = set(client.scan_iter(f"*{queue_name}*"))
-        for job_id in job_ids:
-            doomed |= set(client.scan_iter(f"*{job_id}*"))
-        if doomed:
-            client.delete(*doomed)
-        for registry in ("rq:queues", "rq:workers"):  # RQ's global sets name ours too
-            ours = [m for m in client.smembers(registry) if queue_name.encode() in m]
-            if ours:
-                client.srem(registry, *ours)
+        clean_rq_keys(client, queue_name)
     finally:
         client.close()
+
+
+def clean_rq_keys(client: Any, queue_name: str) -> None:
+    """Remove every key RQ made for ``queue_name`` (its queue, registries, jobs, workers)."""
+    job_ids = []
+    for key in client.scan_iter("rq:job:*"):
+        if client.type(key) == b"hash" and client.hget(key, "origin") == queue_name.encode():
+            job_ids.append(key.decode().split(":", 2)[2])
+    doomed = set(client.scan_iter(f"*{queue_name}*"))
+    for job_id in job_ids:
+        doomed |= set(client.scan_iter(f"*{job_id}*"))
+    if doomed:
+        client.delete(*doomed)
+    for registry in ("rq:queues", "rq:workers"):  # RQ's global sets name ours too
+        ours = [m for m in client.smembers(registry) if queue_name.encode() in m]
+        if ours:
+            client.srem(registry, *ours)

@@ -29,12 +29,13 @@ from stalwart.core.jobs import Job, JobQueue
 from stalwart.core.migrations import migrate
 from stalwart.services.compute_jobs import portfolio_risk
 from tests import job_functions as fns
-from tests.conftest import PYTHON, REDIS_URL, ROOT, child_env, free_port, need, redis_problem
+from tests.conftest import PYTHON, REDIS_URL, ROOT, child_env, free_port, need
 from tests.e2e.conftest import LiveApp, app_run, server_env
 from tests.jobs_harness import (
     FAST,
     FAST_ENV,
     clean_redis,
+    job_setup,
     kill,
     pid_of,
     start_worker,
@@ -57,16 +58,7 @@ from tests.jobs_harness import (
 def test_a_job_survives_its_worker_being_killed(
     setup: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    engine, dialect = setup.split("-")
-    if engine == "rq":
-        need("redis", redis_problem())
-    url = (
-        f"sqlite:///{tmp_path / 'data' / 'stalwart.db'}"
-        if dialect == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
-    db = DB(url)
-    migrate(db)
+    engine, url, db = job_setup(setup, tmp_path, request)
     queue_name = unique_queue()
     dispatcher = RQDispatcher(REDIS_URL, queue_name, FAST) if engine == "rq" else None
     queue = JobQueue(db, dispatcher)

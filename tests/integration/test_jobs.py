@@ -25,6 +25,7 @@ from tests.conftest import REDIS_URL, need, redis_problem
 from tests.jobs_harness import (
     FAST,
     clean_redis,
+    job_setup,
     start_worker,
     stop_worker,
     unique_queue,
@@ -54,16 +55,7 @@ class Jobs:
     ]
 )
 def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Jobs]:
-    engine, dialect = request.param.split("-")
-    if engine == "rq":
-        need("redis", redis_problem())
-    url = (
-        f"sqlite:///{tmp_path / 'data' / 'stalwart.db'}"
-        if dialect == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
-    db = DB(url)
-    migrate(db)
+    engine, url, db = job_setup(request.param, tmp_path, request)
     if engine == "embedded":
         pool = EmbeddedEngine(db, FAST, workers=1)
         pool.start()
