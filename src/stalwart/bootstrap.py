@@ -1,4 +1,4 @@
-"""The composition root: ``init_app()`` builds config, logging, the cache and the database once.
+"""The composition root: ``init_app()`` builds config, logging, cache, database and metrics once.
 
 Nothing else in Stalwart builds process-wide objects; pages, the CLI and the web routes ask
 ``current_app()`` for the context that ``init_app()`` made.
@@ -14,6 +14,7 @@ from stalwart.core.cache import Cache
 from stalwart.core.config import AppConfig, load_config
 from stalwart.core.database import DB
 from stalwart.core.logs import configure_logging, get_logger
+from stalwart.core.metrics import Metrics
 from stalwart.core.migrations import migrate
 
 
@@ -25,6 +26,8 @@ class AppContext:
     db: DB
     #: get_or_compute for pages and services; the DB's units of work invalidate it
     cache: Cache
+    #: what /metrics serves for this process
+    metrics: Metrics
 
 
 _lock = threading.Lock()
@@ -48,7 +51,9 @@ def init_app(
         db = DB.from_config(cfg, invalidator=cache)
         if cfg.migrate_on_start if run_migrations is None else run_migrations:
             migrate(db)
-        ctx = AppContext(config=cfg, db=db, cache=cache)
+        metrics = Metrics()
+        metrics.watch_cache(cache)
+        ctx = AppContext(config=cfg, db=db, cache=cache, metrics=metrics)
         _current = ctx
         get_logger(__name__).info(
             "app initialised",

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
@@ -127,6 +128,79 @@ def test_a_well_formed_incoming_trace_id_is_kept_and_a_forged_one_replaced(
     assert kept.headers["x-trace-id"] == given
     assert forged.headers["x-trace-id"] != "evil\tvalue"
     assert len(forged.headers["x-trace-id"]) == TRACE_ID_HEX
+
+
+# --- /metrics ----------------------------------------------------------------------------
+
+
+def scrape(url: str, **headers: str) -> dict[str, float]:
+    """``/metrics`` parsed with Prometheus's own text parser: sample name -> value."""
+    response = httpx.get(f"{url}/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_the_cache_reads_of_a_session(server: LiveApp) -> None:
+    before = scrape(server.url)
+    for _ in range(2):  # the home page reads the projects overview through the cache
+        assert_ran_cleanly(asyncio.run(rerun_over_websocket(server.port)))
+    after = scrape(server.url)
+
+    assert after["stalwart_cache_hits_total"] >= before["stalwart_cache_hits_total"] + 1
+    lookups = ("stalwart_cache_hits_total", "stalwart_cache_misses_total")
+    assert sum(after[n] for n in lookups) == sum(before[n] for n in lookups) + 2
+    assert after["stalwart_cache_entries"] >= 1
+    assert after["process_resident_memory_bytes"] > 0
+
+
+def test_metrics_ask_for_the_token_when_one_is_set(tmp_path: Path) -> None:
+    port, token = free_port(), "metrics-token-" + "x" * 16
+    srv = launch(app_run(port), port, tmp_path, STALWART_METRICS_TOKEN=token)
+    try:
+        missing = httpx.get(f"{srv.url}/metrics", timeout=10)
+        wrong = httpx.get(f"{srv.url}/metrics", headers={"Authorization": "Bearer no"}, timeout=10)
+        metrics = scrape(srv.url, Authorization=f"Bearer {token}")
+    finally:
+        srv.stop()
+
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert token not in missing.text + wrong.text
+    assert "stalwart_cache_hits_total" in metrics
+
+
+def machine_address() -> str | None:
+    """An address of this machine other than loopback (what a remote scraper would come from)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        except OSError:
+            return None
+        address = str(sock.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_metrics_without_a_token_answer_this_machine_only(tmp_path: Path) -> None:
+    address = machine_address()
+    if address is None:
+        pytest.skip("this machine has no address besides loopback to come from")
+    port = free_port()
+    command = cli("run", "--host", "0.0.0.0", "--port", str(port))
+    srv = launch(command, port, tmp_path)
+    try:
+        remote = httpx.get(f"http://{address}:{port}/metrics", timeout=10)
+        local = scrape(srv.url)
+    finally:
+        srv.stop()
+
+    assert remote.status_code == 403
+    assert "STALWART_METRICS_TOKEN" in remote.json()["error"]
+    assert "stalwart_cache_hits_total" in local
 
 
 # --- the page shell over Streamlit's websocket protocol -----------------------------------

@@ -192,6 +192,66 @@ def test_two_caches_on_one_redis_share_values_and_invalidation(redis_prefix: str
     b.close()
 
 
+@pytest.mark.redis
+def test_the_local_tier_answers_without_the_value_and_never_serves_a_stale_one(
+    redis_prefix: str,
+) -> None:
+    from redis import Redis
+
+    a = Cache(RedisBackend(REDIS_URL, prefix=redis_prefix))
+    b = Cache(RedisBackend(REDIS_URL, prefix=redis_prefix, local_entries=0))
+    key = CacheKeys.key("n", "e", 1)
+    assert a.get_or_compute(key, lambda: {"rows": [1, 2, 3]}, ttl=60) == {"rows": [1, 2, 3]}
+    # The values leave Redis (evicted, say); the counters stay. The process that holds the
+    # value under the current generations still answers from its own memory; the other misses.
+    client = Redis.from_url(REDIS_URL)
+    client.unlink(*client.scan_iter(match=redis_prefix + "v:*"))
+    assert a.get_or_compute(key, lambda: "recomputed", ttl=60) == {"rows": [1, 2, 3]}
+    assert a.stats().local_hits == 1
+    assert b.get_or_compute(key, lambda: "b computed", ttl=60) == "b computed"
+    # Another process's invalidation reaches the local tier at once.
+    b.invalidate(CacheKeys.entity("n", "e", 1))
+    assert a.get_or_compute(key, lambda: "fresh", ttl=60) == "fresh"
+    assert b.get_or_compute(key, lambda: "not called", ttl=60) == "fresh"
+    b.invalidate(CacheKeys.namespace("n"))
+    assert b.get_or_compute(key, lambda: "newest", ttl=60) == "newest"
+    assert a.get_or_compute(key, lambda: "not called", ttl=60) == "newest"
+    assert a.stats().local_hits == 1  # the value came from Redis: a's copy was stale
+    assert a.get_or_compute(key, lambda: "not called", ttl=60) == "newest"
+    assert a.stats().local_hits == 2
+    stats = a.stats()
+    assert (stats.entries, stats.bytes > 0) == (1, True)
+    a.clear("n")
+    assert a.stats().entries == 0
+    client.close()
+    a.close()
+    b.close()
+
+
+@pytest.mark.redis
+def test_the_local_tier_keeps_a_value_no_longer_than_redis_does(redis_prefix: str) -> None:
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    a = Cache(RedisBackend(REDIS_URL, prefix=redis_prefix, timer=clock))
+    b = Cache(RedisBackend(REDIS_URL, prefix=redis_prefix, local_entries=0))
+    key = CacheKeys.key("n", "e", 2)
+    b.get_or_compute(key, lambda: "from b", ttl=5)
+    assert a.get_or_compute(key, lambda: "not called", ttl=60) == "from b"
+    clock.now = 4.0  # within what Redis had left (< 5 s): still local
+    assert a.get_or_compute(key, lambda: "not called", ttl=60) == "from b"
+    assert a.stats().local_hits == 1
+    clock.now = 5.5  # past it: the local copy is gone, Redis is asked for the value again
+    assert a.get_or_compute(key, lambda: "not called", ttl=60) == "from b"
+    assert a.stats().local_hits == 1
+    a.close()
+    b.close()
+
+
 CHILD = """
 import json, sys
 from sqlalchemy import select
@@ -285,3 +345,31 @@ def test_a_write_in_one_process_invalidates_the_others_read(
     finally:
         reader.stop()
         writer.stop()
+
+
+# --- A real read path: the projects overview the home page shows ---------------------------
+
+
+def test_the_projects_overview_is_cached_and_fresh_after_every_repository_write(db: DB) -> None:
+    from stalwart.services.project_service import project_overview
+
+    cache = Cache(MemoryBackend())
+    db.invalidator = cache
+    try:
+        assert project_overview(db, cache) == []
+        db.run_tx(lambda uow: ProjectRepository(uow).create(name="a", budget=10.0))
+        assert project_overview(db, cache) == [{"status": "planned", "projects": 1, "budget": 10.0}]
+        assert project_overview(db, cache) == [{"status": "planned", "projects": 1, "budget": 10.0}]
+        assert (cache.stats().hits, cache.stats().misses) == (1, 2)
+        db.run_tx(lambda uow: ProjectRepository(uow).update(1, status="active"))
+        assert project_overview(db, cache) == [{"status": "active", "projects": 1, "budget": 10.0}]
+        db.run_tx(lambda uow: ProjectRepository(uow).delete(1))
+        assert project_overview(db, cache) == []
+        # A write that changes nothing declares nothing: the cached value stays.
+        b = db.run_tx(lambda uow: ProjectRepository(uow).create(name="b").id)
+        project_overview(db, cache)
+        invalidations = cache.stats().invalidations
+        db.run_tx(lambda uow: ProjectRepository(uow).update(b, name="b"))
+        assert cache.stats().invalidations == invalidations
+    finally:
+        db.invalidator = None

@@ -52,6 +52,7 @@ def test_postgres_url_uses_psycopg3(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STALWART_PORT", "99999", "less than or equal to 65535"),
         ("STALWART_PORT", "eighty", "valid integer"),
         ("STALWART_ENVIRONMENT", "staging", "development"),
+        ("STALWART_METRICS_TOKEN", "short", "at least 16 characters"),
     ],
 )
 def test_invalid_setting_names_the_variable_and_the_fix(

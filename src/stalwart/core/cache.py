@@ -19,7 +19,12 @@ Two backends hold the values and the counters:
   entry), bounded in entries and in bytes. Invalidation reaches this process only, so it
   suits one app process.
 - ``RedisBackend``: values (JSON, with a TTL) and counters in Redis, shared by every app
-  process; a lookup is one round trip (a Lua script reads the counters and the value).
+  process; a lookup is one round trip (a Lua script reads the counters and the value). In
+  front of it sits an in-process tier (on by default): values this process has read stay in
+  its memory with the generations they were filed under, and the lookup script returns the
+  value only when those generations are no longer current. The counters are read from Redis
+  on every lookup, so the local tier never serves a value another process has invalidated;
+  it saves the transfer and the JSON decoding of values, not the round trip.
 
 Values must be JSON (dicts, lists, strings, numbers, booleans, None) with either backend, so
 that what works on a laptop works with Redis, and so that a shared Redis never hands a
@@ -181,7 +186,7 @@ def encode(key: CacheKey, value: object) -> bytes:
 
 @dataclass
 class CacheStats:
-    """Counters of one process; ``entries``, ``bytes`` and the evictions: memory backend."""
+    """Counters of one process; ``entries``, ``bytes``, evictions: this process's memory."""
 
     backend: str
     hits: int = 0
@@ -192,6 +197,8 @@ class CacheStats:
     errors: int = 0
     entries: int = 0
     bytes: int = 0
+    #: redis: hits the in-process tier answered without the value crossing the network
+    local_hits: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -235,12 +242,11 @@ class _Entry:
     value: Any
     ttl: float
     size: int
+    #: the local tier of RedisBackend: the generations the value is filed under in Redis
+    gens: Generations | None = None
 
 
-_Slot = tuple[CacheKey, Generations]
-
-
-class _BoundedTLRU(TLRUCache[_Slot, _Entry]):
+class _BoundedTLRU(TLRUCache[Any, _Entry]):
     """A TLRUCache with a bound on entries as well as bytes, counting what leaves it."""
 
     def __init__(self, max_entries: int, max_bytes: int, timer: Callable[[], float]) -> None:
@@ -254,19 +260,19 @@ class _BoundedTLRU(TLRUCache[_Slot, _Entry]):
         self.evictions = 0
         self.expirations = 0
 
-    def __setitem__(self, key: _Slot, value: _Entry) -> None:
+    def __setitem__(self, key: Any, value: _Entry) -> None:
         if key not in self:
             self.expire()
             while len(self) >= self.max_entries:
                 self.popitem()
         super().__setitem__(key, value)
 
-    def popitem(self) -> tuple[_Slot, _Entry]:
+    def popitem(self) -> tuple[Any, _Entry]:
         item = super().popitem()
         self.evictions += 1
         return item
 
-    def expire(self, time: float | None = None) -> list[tuple[_Slot, _Entry]]:
+    def expire(self, time: float | None = None) -> list[tuple[Any, _Entry]]:
         expired = list(super().expire(time))
         self.expirations += len(expired)
         return expired
@@ -339,15 +345,29 @@ class MemoryBackend:
 
 
 # One round trip for a lookup: read the four generation counters, then the value filed under
-# them, and count the hit or miss in the shared stats hash.
+# them, and count the hit or miss in the shared stats hash. ARGV[3] is the generations under
+# which the local tier holds the value ("" if it does not): when they are still current, the
+# value is not sent again. The reply: the four generations, the value (or nil), whether the
+# local copy is current (1/0), and the value's remaining time to live in ms.
 _LOOKUP_LUA = """
 local gens = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 for i = 1, 4 do gens[i] = tonumber(gens[i]) or 0 end
-local vkey = ARGV[1] .. 'v:' .. ARGV[2] .. '@' .. table.concat(gens, '.')
+local tag = table.concat(gens, '.')
+if ARGV[3] ~= '' and ARGV[3] == tag then
+    redis.call('HINCRBY', KEYS[5], 'hits', 1)
+    return {gens[1], gens[2], gens[3], gens[4], false, 1, 0}
+end
+local vkey = ARGV[1] .. 'v:' .. ARGV[2] .. '@' .. tag
 local value = redis.call('GET', vkey)
 redis.call('HINCRBY', KEYS[5], value and 'hits' or 'misses', 1)
-return {gens[1], gens[2], gens[3], gens[4], value}
+local pttl = 0
+if value then pttl = redis.call('PTTL', vkey) end
+return {gens[1], gens[2], gens[3], gens[4], value, 0, pttl}
 """
+
+
+def _tag(gens: Generations) -> str:
+    return ".".join(map(str, gens))
 
 
 class RedisBackend:
@@ -361,23 +381,59 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "stalwart:cache:") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "stalwart:cache:",
+        local_entries: int = 10_000,
+        local_bytes: int = 64 * 1024 * 1024,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``local_entries=0`` turns the in-process tier off."""
         from redis import Redis
 
         self.prefix = prefix
         self.redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._lookup = self.redis.register_script(_LOOKUP_LUA)
+        self._lock = threading.Lock()
+        self._local = _BoundedTLRU(local_entries, local_bytes, timer) if local_entries else None
+        #: lookups the local tier answered (the value was not sent again)
+        self.local_hits = 0
 
     def _vkey(self, key: CacheKey, gens: Generations) -> str:
-        return f"{self.prefix}v:{key}@{'.'.join(map(str, gens))}"
+        return f"{self.prefix}v:{key}@{_tag(gens)}"
 
     def lookup(self, key: CacheKey) -> tuple[Generations, bool, Any]:
         keys = [self.prefix + c for c in _counters(key)] + [self.prefix + "stats"]
-        *gens, raw = self._lookup(keys=keys, args=[self.prefix, str(key)])
+        held = None
+        if self._local is not None:
+            with self._lock:
+                held = self._local.get(key)
+        tag = _tag(held.gens) if held is not None and held.gens is not None else ""
+        *gens, raw, current, pttl = self._lookup(keys=keys, args=[self.prefix, str(key), tag])
         g = (int(gens[0]), int(gens[1]), int(gens[2]), int(gens[3]))
+        if current and held is not None:
+            with self._lock:
+                self.local_hits += 1
+            return g, True, held.value
         if raw is None:
             return g, False, None
-        return g, True, json.loads(raw)
+        value = json.loads(raw)
+        if int(pttl) > 0:
+            self._keep(key, g, value, raw, int(pttl) / 1000)
+        return g, True, value
+
+    def _keep(self, key: CacheKey, gens: Generations, value: Any, raw: bytes, ttl: float) -> None:
+        """Hold ``value`` in the local tier, for no longer than Redis holds it."""
+        if self._local is None:
+            return
+        size = len(raw) + len(str(key)) + ENTRY_OVERHEAD
+        with self._lock:
+            try:
+                self._local[key] = _Entry(value, ttl, size, gens)
+            except ValueError:  # larger than the whole local tier: Redis keeps it
+                self._local.pop(key, None)
 
     def generations(self, key: CacheKey) -> Generations:
         g0, g1, g2, g3 = (
@@ -387,6 +443,7 @@ class RedisBackend:
 
     def store(self, key: CacheKey, gens: Generations, value: Any, raw: bytes, ttl: float) -> None:
         self.redis.set(self._vkey(key, gens), raw, px=max(1, int(ttl * 1000)))
+        self._keep(key, gens, value, raw, ttl)
 
     def bump(self, counters: Iterable[str]) -> None:
         names = list(counters)
@@ -406,9 +463,25 @@ class RedisBackend:
                 batch.clear()
         if batch:
             self.redis.unlink(*batch)
+        if self._local is not None:
+            with self._lock:
+                if namespace is None:
+                    self._local.clear()
+                else:
+                    for k in [k for k in self._local if k.namespace == namespace]:
+                        del self._local[k]
 
     def fill(self, stats: CacheStats) -> None:
-        """Values live on the server: see ``shared()``."""
+        """This process's local tier; what the server holds is in ``shared()``."""
+        if self._local is None:
+            return
+        with self._lock:
+            self._local.expire()
+            stats.entries = len(self._local)
+            stats.bytes = int(self._local.currsize)
+            stats.evictions = self._local.evictions
+            stats.expirations = self._local.expirations
+            stats.local_hits = self.local_hits
 
     def shared(self) -> dict[str, int]:
         counters = self.redis.hgetall(self.prefix + "stats")
@@ -442,7 +515,13 @@ class Cache:
         """The cache the settings describe (``STALWART_CACHE_*``)."""
         if cfg.cache_backend == "redis":
             return cls(
-                RedisBackend(cfg.redis_url.get_secret_value(), prefix=cfg.cache_redis_prefix)
+                RedisBackend(
+                    cfg.redis_url.get_secret_value(),
+                    prefix=cfg.cache_redis_prefix,
+                    local_entries=cfg.cache_max_entries if cfg.cache_redis_local else 0,
+                    local_bytes=cfg.cache_max_bytes,
+                    timer=timer or time.monotonic,
+                )
             )
         return cls(
             MemoryBackend(

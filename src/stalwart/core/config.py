@@ -32,6 +32,7 @@ _FIXES: dict[str, str] = {
     "redis_url": "use redis://host:6379/0 (or rediss:// for TLS)",
     "jobs_lease_s": "use a lease of at least three heartbeat intervals",
     "cache_backend": "use memory (one app process) or redis (shared by several processes)",
+    "metrics_token": "use a random string of at least 16 characters (openssl rand -hex 24)",
 }
 
 
@@ -70,16 +71,21 @@ class AppConfig(BaseSettings):
     #: rq: the queue workers listen on, and where Redis is
     jobs_queue: str = Field(default="stalwart", min_length=1, max_length=100)
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    #: the bearer token /metrics asks for; unset, /metrics answers clients on this machine only
+    metrics_token: SecretStr | None = None
     #: run cron-like schedules in this process (one process wins the lock; the rest wait)
     scheduler_enabled: bool = True
     # The cache (see OPERATIONS.md, "Cache").
     #: memory: in this process only (one app process); redis: shared by every app process
     cache_backend: Literal["memory", "redis"] = "memory"
+    #: entries this process keeps in memory (memory backend, or redis's local tier)
     cache_max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
-    #: bytes of JSON (plus a fixed overhead per entry) the memory backend keeps at most
+    #: bytes of JSON (plus a fixed overhead per entry) this process keeps in memory at most
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024**3)
     #: redis: the prefix of every key the cache writes (lets several apps share one Redis)
     cache_redis_prefix: str = Field(default="stalwart:cache:", min_length=1, max_length=100)
+    #: redis: also keep read values in this process (checked against Redis on every read)
+    cache_redis_local: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -107,6 +113,13 @@ class AppConfig(BaseSettings):
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("not a Redis URL")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("a metrics token needs at least 16 characters")
         return value
 
     @model_validator(mode="after")

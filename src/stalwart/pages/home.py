@@ -8,6 +8,7 @@ import streamlit as st
 
 from stalwart import __version__
 from stalwart.pages.base import Page, PageRequest
+from stalwart.services.project_service import project_overview
 
 if TYPE_CHECKING:
     from stalwart.bootstrap import AppContext
@@ -37,4 +38,20 @@ class HomePage(Page):
             "- **Operable**: health checks, structured logs with trace ids, migrations and "
             "backups from the `app` command line."
         )
+        st.subheader("Projects")
+        overview = project_overview(ctx.db, ctx.cache)
+        if overview:
+            # A plain table: light to lay out, so the page switch stays fast.
+            st.table(
+                [
+                    {
+                        "Status": row["status"],
+                        "Projects": row["projects"],
+                        "Budget": f"{row['budget']:,.0f}",
+                    }
+                    for row in overview
+                ]
+            )
+        else:
+            st.caption("No projects yet. `app db seed` adds the demo projects.")
         st.caption(f"Version {__version__} · {ctx.config.environment} environment")

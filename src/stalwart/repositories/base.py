@@ -4,6 +4,11 @@ A repository never commits: the UnitOfWork it was given does. Every change it ma
 audit entry in that same unit of work, so the change and its audit row commit together or not
 at all. Tables with a ``version`` column get optimistic concurrency: an update or delete that
 names an ``expected_version`` which is no longer current raises ``ConflictError``.
+
+A repository with a ``cache_namespace`` declares every change it makes to the cache
+(``uow.invalidates``): after the commit, every cached value of its entity in that namespace
+is unreachable. Cache reads of an aggregate are safe exactly when all its writes go through
+its repository, which the write path requires anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import inspect, select
 
+from stalwart.core.cache import CacheKeys
 from stalwart.core.database import UnitOfWork
 from stalwart.errors import ConflictError, NotFoundError
 from stalwart.models import Base
@@ -29,6 +35,8 @@ class Repository(Generic[T]):
     #: False only for working state that is not business data (drafts, sessions): auditing
     #: every keystroke would bury the changes that matter
     audited: ClassVar[bool] = True
+    #: the cache namespace whose ``entity`` values a change makes stale (None: not cached)
+    cache_namespace: ClassVar[str | None] = None
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
@@ -103,6 +111,9 @@ class Repository(Generic[T]):
     def _audit(
         self, action: str, record: T, before: dict[str, Any] | None, after: dict[str, Any] | None
     ) -> None:
+        # Every change passes here, so this is where it is declared to the cache too.
+        if self.cache_namespace is not None:
+            self.uow.invalidates(CacheKeys.entity(self.cache_namespace, self.entity))
         if self.audited:
             self.uow.audit.record(action, self.entity, self._key(record), before, after)
 

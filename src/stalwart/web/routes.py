@@ -1,13 +1,15 @@
-"""Operational HTTP routes served next to the Streamlit UI: liveness and readiness."""
+"""Operational HTTP routes served next to the Streamlit UI: liveness, readiness, metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from stalwart import __version__
@@ -49,6 +51,40 @@ def check_database() -> dict[str, Any]:
     return {"status": "ok", "latency_ms": _elapsed_ms(start)}
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process's metrics, for allowed scrapers only.
+
+    With ``STALWART_METRICS_TOKEN`` set, a scraper sends ``Authorization: Bearer <token>``;
+    without it, only clients on this machine (loopback) are answered.
+    """
+    ctx = current_app()
+    token = ctx.config.metrics_token
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            return JSONResponse(
+                {"error": "send the metrics token as 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    elif not _is_loopback(request):
+        return JSONResponse(
+            {"error": "/metrics answers this machine only; set STALWART_METRICS_TOKEN"},
+            status_code=403,
+        )
+    body = await asyncio.to_thread(ctx.metrics.exposition)
+    return Response(body, media_type=ctx.metrics.content_type)
+
+
+def _is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
@@ -58,4 +94,5 @@ def health_routes() -> list[BaseRoute]:
     return [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
