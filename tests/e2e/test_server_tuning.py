@@ -9,6 +9,7 @@ there, so a probe that always said 1 would be caught.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
@@ -18,13 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from stalwart.web.server_tuning import enable_tcp_nodelay
 from tests.conftest import free_port
 from tests.e2e.conftest import LAUNCHERS, LiveApp, launch
+from tests.e2e.test_app_shell import rerun_over_websocket
 
 SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
 WS_TIMEOUT_S = 30  # a bound so that a hung server fails the test; not a performance claim
@@ -120,6 +124,45 @@ def test_the_startup_heap_is_frozen_once_the_app_has_started(tmp_path: Path, lau
     # Thousands of objects (modules, pandas, pyarrow, ...) moved out of every later collection.
     assert frozen[0]["frozen_objects"] > 10_000
     assert frozen[0]["missing_modules"] == []
+    events = [r.get("event") for r in server.log_records()]
+    assert events.count("streamlit post-run garbage collection off") == 1
+
+
+@pytest.mark.parametrize("after_every_run", [False, True])
+def test_no_full_collection_after_each_run_unless_asked_for(
+    tmp_path: Path, after_every_run: bool
+) -> None:
+    port = free_port()
+    env = {"STALWART_GC_AFTER_EVERY_RUN": "true"} if after_every_run else {}
+    server = launch(LAUNCHERS["app run"](port), port, tmp_path, **env)
+    try:
+        before = full_collections(server)
+        for _ in range(RUNS):
+            asyncio.run(rerun_over_websocket(server.port))
+        after = full_collections(server)
+    finally:
+        server.stop()
+
+    if after_every_run:
+        assert after - before >= RUNS  # Streamlit's gc.collect(2) after each run
+    else:
+        # Python's own collector may run a full collection now and then, not once per run.
+        assert after - before < RUNS // 2
+
+
+RUNS = 6
+
+
+def full_collections(server: LiveApp) -> float:
+    """The server's count of generation-2 collections, from its /metrics."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "python_gc_collections_total" and sample.labels == {
+                "generation": "2"
+            }:
+                return sample.value
+    raise AssertionError("no python_gc_collections_total{generation='2'} in /metrics")
 
 
 def test_plain_streamlit_keeps_nagle_on_which_is_why_stalwart_turns_it_off(

@@ -39,6 +39,7 @@ def test_cache_counters_move_with_the_cache() -> None:
     assert after["stalwart_cache_entries{backend=memory}"] == 2
     assert after["stalwart_cache_bytes{backend=memory}"] > 0
     assert "process_cpu_seconds_total{}" in after
+    assert "python_gc_collections_total{generation=2}" in after
 
 
 def test_two_registries_do_not_share_counters() -> None:

@@ -71,6 +71,9 @@ class AppConfig(BaseSettings):
     #: rq: the queue workers listen on, and where Redis is
     jobs_queue: str = Field(default="stalwart", min_length=1, max_length=100)
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    #: Streamlit's full garbage collection after every script run (runner.postScriptGC): off,
+    #: Python's own collector frees cycles (cheaply: the start-up heap is frozen)
+    gc_after_every_run: bool = False
     #: the bearer token /metrics asks for; unset, /metrics answers clients on this machine only
     metrics_token: SecretStr | None = None
     #: run cron-like schedules in this process (one process wins the lock; the rest wait)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -70,6 +71,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        # Collections per generation: full (generation 2) collections stall every interaction
+        # of the process, so their rate is worth watching (see web/server_tuning.py).
+        GCCollector(registry=self.registry)
 
     def watch_cache(self, cache: Cache) -> None:
         """Expose ``cache``'s counters."""

@@ -27,6 +27,7 @@ from stalwart.web.server_tuning import (
     HEAVY_MODULES,
     freeze_startup_heap,
     nodelay_on_listening_sockets,
+    skip_collection_after_every_run,
 )
 
 # Absolute, so the script is found whatever the working directory or launcher (st.App resolves a
@@ -51,6 +52,8 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     # After init_app() and Streamlit's runtime start, before the first session: from here on the
     # collection Streamlit runs after every script run skips everything alive now.
     await asyncio.to_thread(freeze_startup_heap, (*HEAVY_MODULES, "stalwart.pages"))
+    if not ctx.config.gc_after_every_run:
+        skip_collection_after_every_run()
     # `streamlit run app.py` bound its socket before this code loaded: set TCP_NODELAY now.
     nodelay_on_listening_sockets()
     _log.info(

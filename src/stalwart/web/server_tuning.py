@@ -12,7 +12,9 @@ Each costs about 40 ms per interaction as shipped (see ``../shared/PERF.md``;
 - **A full garbage collection after every script run** (``runner.postScriptGC``), which walks
   pandas, pyarrow and the rest of the heap each time. :func:`freeze_startup_heap` imports those
   modules once at start-up and moves everything alive then into the permanent generation
-  (``gc.freeze()``), so the collection after a run only walks what was made since start-up.
+  (``gc.freeze()``), so no collection walks them again; and
+  :func:`skip_collection_after_every_run` turns the per-run collection off, because what is
+  left to walk after the freeze grows with the sessions (see below).
 
 Choice of the GC fix: ``bench/run_bench.py`` (2-core AMD EPYC, 2026-11-22, the plain two-page
 app, TCP_NODELAY on in both rows, websocket round trip in ms, p50 / p95 / max, n=200):
@@ -26,9 +28,19 @@ A second run (with other test suites loading the machine) gave the same picture:
 6.2 / 10.2 / 30.3 and 8.7 / 21.2 / 50.7, timer 6.2 / 7.5 / 13.5 and 6.1 / 6.9 / 90.1.
 The timer is up to 3 ms faster at the median, but its full collection stalls whichever
 interaction it meets (90-104 ms), while the freeze's worst case stayed at about half that
-even under load. Freeze is kept: it bounds the worst case, keeps Streamlit's collection after
-every run (memory stays in check), needs no thread, and also makes the interpreter's own
-automatic full collections cheap, which the timer does not.
+even under load. Freeze was chosen: it bounds the worst case, needs no thread, and also makes the
+interpreter's own automatic full collections cheap, which the timer does not.
+
+That was one session. With many, the collection after every run walks every session's state
+on every run: ``bench/load_bench.py`` (2-core Intel Xeon, 2026-11-22, Stalwart's form page,
+think time 0.3-1.5 s, ms p50 / p95 of all interactions) measured
+
+    sessions   collection after every run   Python's own collector only
+    10         13.3 / 27.5                   11.0 / 23.5
+    50         775 / 929 (92 % CPU)          26.4 / 97.6 (72 % CPU)
+
+so Stalwart keeps the freeze and leaves collection to Python's generational collector, whose
+full collections follow the amount allocated rather than the number of runs.
 """
 
 from __future__ import annotations
@@ -146,6 +158,26 @@ def freeze_startup_heap(modules: Iterable[str] = HEAVY_MODULES) -> FrozenHeap:
         elapsed_ms=result.elapsed_ms,
     )
     return result
+
+
+def skip_collection_after_every_run() -> None:
+    """Turn off Streamlit's full collection after every script run (``runner.postScriptGC``).
+
+    With the start-up heap frozen, that collection still walks every object made since, and
+    with many sessions that is mostly their state: ``bench/load_bench.py`` measured 70-83 % of
+    the server's busy time in it at 50 sessions, and about 11 ms per interaction at 10 (one
+    walk per run, over everything every session holds). Without it, Python's generational
+    collector frees cycles as usual: young ones after a few hundred allocations, the old
+    generation when it has grown by a quarter, so the cost follows what is allocated, not
+    the number of runs. ``STALWART_GC_AFTER_EVERY_RUN=true`` brings Streamlit's back.
+    """
+    # Imported here: Streamlit is slow to import and this module is imported by the CLI.
+    from streamlit import config
+
+    # Read by ScriptRunner after each run, so setting it here (the app's lifespan) reaches
+    # every launcher: `app run`, `streamlit run app.py`, `uvicorn app:app`.
+    config.set_option("runner.postScriptGC", False, where_defined="stalwart")
+    _log.info("streamlit post-run garbage collection off")
 
 
 def nodelay_on_listening_sockets() -> int:
