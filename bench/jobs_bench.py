@@ -51,9 +51,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 # bench/ is sys.path[0] when this runs as a script; the repository root was added above.
 import ws_driver  # noqa: E402
 from bench.jobs_noop import noop  # noqa: E402
+from benchlib import cpu_seconds, scratch_postgres  # noqa: E402
 from rq import Worker  # noqa: E402
 from run_bench import STALWART, Server, app_run, machine  # noqa: E402
-from sqlalchemy import create_engine, func, make_url, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from tests.jobs_harness import clean_rq_keys  # noqa: E402
 from ws_driver import summarise  # noqa: E402
 
@@ -67,9 +68,6 @@ from stalwart.core.migrations import migrate  # noqa: E402
 from stalwart.models import JobRecord  # noqa: E402
 from stalwart.services.compute_jobs import portfolio_risk  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get(
-    "STALWART_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("STALWART_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 WORKERS = 2  # per engine in part 1: the app's default STALWART_JOBS_WORKERS, and 2 cores here
 APP_JOBS = 4  # CPU-heavy jobs (and embedded workers) in part 2
@@ -120,25 +118,6 @@ def tail(path: Path, lines: int = 15) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-@contextlib.contextmanager
-def scratch_postgres() -> Iterator[str]:
-    """A fresh PostgreSQL database for one engine; dropped afterwards. Yields its URL."""
-    admin = create_engine(
-        make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": 3},
-    )
-    name = f"stalwart_jobs_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # --- engines -------------------------------------------------------------------------------
@@ -207,7 +186,7 @@ def on_postgres(
     setup: Callable[[str, Path], contextlib.AbstractContextManager[JobQueue]], tmp: Path
 ) -> Iterator[JobQueue]:
     """``setup`` on a scratch PostgreSQL database."""
-    with scratch_postgres() as url, setup(url, tmp) as queue:
+    with scratch_postgres("stalwart_jobs_bench") as url, setup(url, tmp) as queue:
         yield queue
 
 
@@ -348,12 +327,6 @@ def interaction(server: Server, n: int, warmup: int, budget_s: float) -> dict[st
         except Exception as err:
             results[name] = {"error": f"{type(err).__name__}: {err}"}
     return results
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 PY_SPY = Path(sys.executable).parent / "py-spy"

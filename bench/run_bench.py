@@ -236,10 +236,18 @@ SERVERS: list[Server] = [
         browser=False,
     ),
     Server(
-        "plain-tuned",
-        "plain + TCP_NODELAY + gc.freeze() (Stalwart's tuning)",
+        "plain-freeze",
+        "plain + TCP_NODELAY + gc.freeze(), postScriptGC kept",
         PLAIN,
         plain(*TUNED, "--gc", "freeze"),
+        "/_stcore/health",
+        browser=False,
+    ),
+    Server(
+        "plain-tuned",
+        "plain + TCP_NODELAY + gc.freeze() + postScriptGC=false (Stalwart's tuning)",
+        PLAIN,
+        plain(*TUNED, "--gc", "freeze-auto"),
         "/_stcore/health",
     ),
     Server(
@@ -248,6 +256,15 @@ SERVERS: list[Server] = [
         STALWART,
         app_run,
         "/healthz",
+    ),
+    Server(
+        "stalwart-gc-every-run",
+        "Stalwart with Streamlit's full collection after every run",
+        STALWART,
+        app_run,
+        "/healthz",
+        env={"STALWART_GC_AFTER_EVERY_RUN": "true"},
+        browser=False,
     ),
 ]
 

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -102,6 +103,7 @@ class Session:
     page_script_hash: str = ""
     widget_states: dict[str, WidgetState] = field(default_factory=dict)
     last: RunResult | None = None
+    timeout_s: float = RUN_TIMEOUT_S  # one interaction's bound, until its script_finished
 
     async def rerun(
         self,
@@ -132,7 +134,7 @@ class Session:
         received: list[ForwardMsg] = []
         started = time.perf_counter()
         await self.ws.send(back.SerializeToString())
-        async with asyncio.timeout(RUN_TIMEOUT_S):
+        async with asyncio.timeout(self.timeout_s):
             while True:
                 msg = ForwardMsg()
                 msg.ParseFromString(await self.ws.recv())
@@ -272,6 +274,25 @@ def keystroke(field: str = "summary") -> Scenario:
     return one
 
 
+def text_commit(text: Callable[[], str]) -> Scenario:
+    """Commit ``text()`` as the first text area's value, as the browser does when the area
+    loses focus (plain Streamlit sends nothing while it is typed into)."""
+    area = Element("", "", None)
+
+    async def one(session: Session) -> float:
+        nonlocal area
+        if not area.widget_id:
+            assert session.last is not None
+            found = [e for e in session.last.elements() if e.kind == "text_area"]
+            if not found:
+                raise ScenarioUnavailable("no st.text_area on the page")
+            area = found[0]
+        change = WidgetState(id=area.widget_id, string_value=text())
+        return (await session.rerun([change], fragment_id=area.fragment_id)).elapsed_ms
+
+    return one
+
+
 # --- running and summarising ---------------------------------------------------------------
 
 
@@ -282,6 +303,7 @@ class Summary:
     n: int
     p50: float
     p95: float
+    p99: float
     max: float
     mean: float
 
@@ -289,23 +311,30 @@ class Summary:
         """Rounded for printing and for results/latest.json."""
         return {
             "n": self.n,
-            "p50_ms": round(self.p50, 2),
-            "p95_ms": round(self.p95, 2),
-            "max_ms": round(self.max, 2),
-            "mean_ms": round(self.mean, 2),
+            "p50_ms": round(self.p50, 3),
+            "p95_ms": round(self.p95, 3),
+            "p99_ms": round(self.p99, 3),
+            "max_ms": round(self.max, 3),
+            "mean_ms": round(self.mean, 3),
         }
 
 
+def nearest_rank(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0 < q <= 1) of sorted samples by the nearest-rank method: a value
+    that was measured, not an interpolation."""
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
 def summarise(samples: list[float]) -> Summary:
-    """p50, p95 (nearest rank), max and mean of ``samples``."""
+    """p50, p95, p99 (nearest rank), max and mean of ``samples``."""
     if not samples:
         raise ValueError("no samples")
     ordered = sorted(samples)
-    rank95 = max(0, min(len(ordered) - 1, round(0.95 * len(ordered)) - 1))
     return Summary(
         n=len(ordered),
         p50=statistics.median(ordered),
-        p95=ordered[rank95],
+        p95=nearest_rank(ordered, 0.95),
+        p99=nearest_rank(ordered, 0.99),
         max=ordered[-1],
         mean=statistics.fmean(ordered),
     )
