@@ -38,10 +38,11 @@ class Watching:
 
 @pytest.fixture
 def cached_db(db: DB) -> Iterator[tuple[DB, Cache, Watching]]:
+    # The row exists before the cache is attached: the tests watch what follows its create.
+    db.run_tx(lambda uow: ProjectRepository(uow).create(name="v0"))
     cache = Cache(MemoryBackend())
     watch = Watching(cache, db)
     db.invalidator = watch
-    db.run_tx(lambda uow: ProjectRepository(uow).create(name="v0"))
     yield db, cache, watch
     db.invalidator = None
 
