@@ -504,6 +504,7 @@ def test_router_navigate_goes_to_a_page_with_params_and_remembers_it(
     at.button[0].click().run()
     assert page_title(at) == "brief {'brief': '7'}"
     assert at.query_params["page"] == ["brief"] or at.query_params["page"] == "brief"
+    assert current_app().db.flush_behind()  # the place is written behind the interaction
     with current_app().db.unit_of_work(read_only=True) as uow:
         places = {
             (r.page, tuple(sorted(r.params.items()))) for r in uow.session.query(SessionRecord)

@@ -300,13 +300,39 @@ def test_acting_on_someone_elses_job_is_refused(app_test: AppTest) -> None:
 # --- the finish notifier --------------------------------------------------------------------
 
 
+class Clock:
+    """The notifier's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def after_the_quiet_period(self) -> None:
+        from stalwart.widgets.jobs import QUIET_RECHECK_S
+
+        self.now += QUIET_RECHECK_S + 0.1
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    from stalwart.widgets import jobs
+
+    clock = Clock()
+    monkeypatch.setattr(jobs, "clock", clock)
+    return clock
+
+
 def test_a_job_that_finishes_is_announced_once_on_any_page(
-    app_test: AppTest, engine: JobQueue
+    app_test: AppTest, engine: JobQueue, clock: Clock
 ) -> None:
     at = open_page(app_test, "home")
+    # Started elsewhere (another tab, the CLI): this session learns of it at its next look.
     job_id = engine.enqueue(Job.of(job_functions.add, {"a": 1, "b": 2}, owner=owner_of(at)))
     wait_status(engine, job_id, "succeeded")
 
+    clock.after_the_quiet_period()
     at = at.run()
     assert [str(t.value) for t in at.toast] == [f"add job {job_id[:8]} finished."]
 
@@ -314,8 +340,35 @@ def test_a_job_that_finishes_is_announced_once_on_any_page(
     assert [str(t.value) for t in at.toast] == []  # once
 
 
+def test_with_nothing_unfinished_the_notifier_looks_again_only_after_a_quiet_period(
+    app_test: AppTest, engine: JobQueue, clock: Clock
+) -> None:
+    at = open_page(app_test, "home")  # no jobs: quiet
+    job_id = engine.enqueue(Job.of(job_functions.add, {"a": 1, "b": 2}, owner=owner_of(at)))
+    wait_status(engine, job_id, "succeeded")
+
+    at = open_page(at, "settings")  # within the quiet period: no query, no toast yet
+    assert [str(t.value) for t in at.toast] == []
+    clock.after_the_quiet_period()
+    at = at.run()
+    assert [str(t.value) for t in at.toast] == [f"add job {job_id[:8]} finished."]
+
+
+def test_a_job_this_session_starts_is_watched_at_once(
+    app_test: AppTest, engine: JobQueue, clock: Clock
+) -> None:
+    at = open_page(app_test, "job-demo")  # quiet: none of the user's jobs is unfinished
+    fill(at, paths=20_000)
+    at = click_start(at)  # enqueued here: the notifier reads the table again at once
+    (job,) = engine.list_jobs(owner=owner_of(at))
+    wait_status(engine, job.id, "succeeded")
+
+    at = open_page(at, "settings")  # the clock has not moved
+    assert [str(t.value) for t in at.toast] == [f"Portfolio risk job {job.id[:8]} finished."]
+
+
 def test_a_failure_is_announced_with_its_error(
-    app_test: AppTest, engine: JobQueue, tmp_path: Path
+    app_test: AppTest, engine: JobQueue, clock: Clock
 ) -> None:
     at = open_page(app_test, "settings")
     job_id = engine.enqueue(
@@ -323,6 +376,7 @@ def test_a_failure_is_announced_with_its_error(
     )
     wait_status(engine, job_id, "failed")
 
+    clock.after_the_quiet_period()
     at = at.run()
     assert [str(t.value) for t in at.toast] == [
         f"flaky job {job_id[:8]} failed: ValueError: no data"

@@ -13,6 +13,7 @@ PostgreSQL (psycopg 3) runs the same code.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import hashlib
 import json
@@ -21,6 +22,8 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +133,7 @@ class DB:
             threading.Lock() if self.dialect == "sqlite" else nullcontext()
         )
         self._in_tx = threading.local()
+        self._behind = _WriteBehind(self)
 
     @classmethod
     def from_config(cls, cfg: AppConfig, *, invalidator: Invalidator | None = None) -> DB:
@@ -371,9 +375,74 @@ class DB:
             return IntegrityViolationError(f"The change breaks a rule of the data: {detail}")
         return DatabaseError(f"Database error: {detail}")
 
+    def write_behind(self, key: str, fn: Callable[[UnitOfWork], None]) -> None:
+        """Run ``fn`` in a transaction of its own soon, on a background thread.
+
+        For small writes nobody waits for (where a user is, when a session was last seen), so
+        that they cost an interaction nothing. Of several ``fn`` waiting under one ``key``
+        only the newest runs. A failure (after ``run_tx``'s retries) is logged and dropped:
+        use it only for what may be lost. ``flush_behind()`` waits for what is pending.
+        """
+        self._behind.put(key, fn)
+
+    def flush_behind(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the writes ``write_behind`` took so far are done; False on timeout."""
+        return self._behind.flush(timeout_s)
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Finish the pending write-behind, then close every pooled connection."""
+        self._behind.close()
         self.engine.dispose()
+
+
+class _WriteBehind:
+    """One background thread that runs the newest pending write of each key."""
+
+    def __init__(self, db: DB) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[Callable[[UnitOfWork], None], contextvars.Context]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    def put(self, key: str, fn: Callable[[UnitOfWork], None]) -> None:
+        with self._lock:
+            waiting = key in self._pending
+            # The caller's context (its trace id) goes with the write, for the logs.
+            self._pending[key] = (fn, contextvars.copy_context())
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="stalwart-write-behind")
+            if not waiting:
+                self._executor.submit(self._run, key)
+
+    def _run(self, key: str) -> None:
+        with self._lock:
+            fn, context = self._pending.pop(key)
+        try:
+            context.run(self.db.run_tx, fn)
+        except Exception as err:
+            context.run(
+                log.warning,
+                "write-behind failed",
+                key=key,
+                error=f"{type(err).__name__}: {err}",
+            )
+
+    def flush(self, timeout_s: float) -> bool:
+        with self._lock:
+            executor = self._executor
+        if executor is None:
+            return True
+        try:
+            executor.submit(lambda: None).result(timeout_s)  # runs after all queued before it
+        except FutureTimeout:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
 class UnitOfWork:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import streamlit as st
+from sqlalchemy import update
 
 from stalwart.core.database import DB, UnitOfWork
 from stalwart.core.logs import get_logger
@@ -86,16 +87,24 @@ def bootstrap_session(db: DB, *, default_page: str = "home") -> UserSession:
 
 
 def remember_place(db: DB, session: UserSession, page: str, params: dict[str, str]) -> UserSession:
-    """Store where the user is, so a new tab or a restarted server returns there."""
+    """Store where the user is, so a new tab or a restarted server returns there.
+
+    Written behind the interaction (``DB.write_behind``): the URL already holds the place for
+    a refresh, so a page switch does not wait for this commit, and of quick successive
+    switches only the last is written.
+    """
     if (session.page, session.params) == (page, params):
         return session
+    place = dict(params)
 
     def store(uow: UnitOfWork) -> None:
-        record = uow.session.get(SessionRecord, session.id)
-        if record is not None:
-            record.page, record.params = page, dict(params)
+        uow.session.execute(
+            update(SessionRecord)
+            .where(SessionRecord.id == session.id)
+            .values(page=page, params=place)
+        )
 
-    db.run_tx(store)
+    db.write_behind(f"place:{session.id}", store)
     moved = UserSession(session.id, session.tab, session.persistent, page, dict(params))
     st.session_state[_STATE_KEY] = moved
     return moved

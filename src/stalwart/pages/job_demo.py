@@ -30,6 +30,7 @@ from stalwart.widgets.jobs import (
     job_owner,
     job_progress,
     live_jobs,
+    note_jobs_changed,
     result_value,
     status_line,
 )
@@ -202,6 +203,7 @@ def start_job(queue: JobQueue, owner: str) -> None:
         st.session_state[_ERRORS_KEY] = {"form": f"{err.message} {err.action}"}
         return
     st.session_state[_STARTED_KEY] = job_id
+    note_jobs_changed()
 
 
 class FieldErrors(Exception):

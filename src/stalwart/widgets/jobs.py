@@ -8,6 +8,7 @@ registers them without a timer again, so an idle page stays idle (no reruns at a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,12 @@ LIVE_INTERVAL_S: Final = 1.0
 NOTIFY_INTERVAL_S: Final = 2.0
 #: How many of the user's newest jobs the notifier looks at.
 NOTIFY_WINDOW: Final = 20
+#: With none of the user's jobs unfinished, the notifier reads the table again after this many
+#: seconds (at the next run), or at once after this session started, cancelled or retried one.
+#: A job started in another tab is therefore noticed within this time of the next interaction.
+QUIET_RECHECK_S: Final = 10.0
+#: The notifier's clock (tests move it).
+clock: Callable[[], float] = time.monotonic
 
 #: Human names of the registered job functions (``module:qualname`` -> title).
 JOB_TITLES: Final[dict[str, str]] = {
@@ -43,6 +50,7 @@ STATUS_ICONS: Final[dict[JobStatus, str]] = {
 }
 _NOTICE_KEY: Final = "_stalwart_job_notice"
 _WATCH_KEY: Final = "_stalwart_job_watch"
+_CHANGES_KEY: Final = "_stalwart_job_changes"
 
 
 def job_owner(session: UserSession) -> str:
@@ -136,6 +144,7 @@ def _act(queue: JobQueue, job_id: str, owner: str, action: str) -> None:
         else:
             queue.retry(job_id, user=owner)
             text = "Queued again; its attempts start over."
+        note_jobs_changed()  # the notifier watches the job again (cancel: until it stops)
         st.session_state[_NOTICE_KEY] = (job_id, "info", text)
     except StalwartError as err:
         st.session_state[_NOTICE_KEY] = (job_id, "warning", f"{err.message} {err.action}")
@@ -220,6 +229,16 @@ class WatchState:
 
     since: datetime
     announced: dict[str, datetime] = field(default_factory=dict)
+    #: monotonic time until which runs need not read the table (nothing of the user's is
+    #: unfinished); None: read it at the next run
+    quiet_until: float | None = None
+    #: the ``note_jobs_changed`` count the last read saw
+    seen_changes: int = 0
+
+
+def note_jobs_changed() -> None:
+    """Tell the notifier that this session changed a job (enqueue, cancel, retry)."""
+    st.session_state[_CHANGES_KEY] = int(st.session_state.get(_CHANGES_KEY, 0)) + 1
 
 
 def finished_to_announce(jobs: Sequence[JobResult], state: WatchState) -> list[JobResult]:
@@ -250,16 +269,23 @@ def finish_message(job: JobResult) -> tuple[str, str]:
 def job_notifier(queue: JobQueue, owner: str) -> None:
     """Toast "… finished / failed / was cancelled" once per finish of the user's jobs.
 
-    Called by the shell on every page. It reads the user's newest jobs once per full run (one
-    indexed query); only while one of them is unfinished does it poll, every
-    ``NOTIFY_INTERVAL_S``. Jobs that finished before this browser session began are not
-    announced: the Jobs page shows them.
+    Called by the shell on every page. While one of the user's jobs is unfinished it reads
+    the user's newest jobs on every full run and polls every ``NOTIFY_INTERVAL_S``; when none
+    is, it reads again only ``QUIET_RECHECK_S`` later or after this session changed a job
+    (``note_jobs_changed``), so an ordinary interaction does not pay for a query. Jobs that
+    finished before this browser session began are not announced: the Jobs page shows them.
     """
     state = st.session_state.get(_WATCH_KEY)
     if not isinstance(state, WatchState):
         state = WatchState(since=utcnow())
         st.session_state[_WATCH_KEY] = state
+    changes = int(st.session_state.get(_CHANGES_KEY, 0))
+    now = clock()
+    if state.quiet_until is not None and now < state.quiet_until and changes == state.seen_changes:
+        return
+    state.seen_changes = changes
     rows = queue.list_jobs(owner=owner, limit=NOTIFY_WINDOW)
+    state.quiet_until = None if any_unfinished(rows) else now + QUIET_RECHECK_S
     prefetched = Prefetched(rows)
 
     def job_finish_watch() -> None:
