@@ -1,25 +1,48 @@
 """A plain two-page Streamlit app, the baseline the benchmarks compare Stalwart with.
 
-The same widgets as the form Stalwart serves (text input, text area, select, number), written
-the ordinary way: ``st.navigation`` with two pages, no fragments, no persistence. The other
-page shows a 50-row dataframe. ``streamlit run bench/plain_app.py`` serves it.
+Its form page has the widgets of Stalwart's form page (``pages/form_demo.py``), laid out the
+same way and written the ordinary way: text, number, select, date, multiselect, checkbox,
+file upload, text area, a milestones table, Save / Apply / Reset buttons and a three-metric
+summary; no fragments, no persistence. ``st.navigation`` with two pages; the other page shows
+a 50-row dataframe, as Stalwart's settings page does. ``streamlit run bench/plain_app.py``
+serves it.
 """
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-COLOURS = ["red", "green", "blue", "yellow"]
+STATUSES = ["planned", "active", "done"]
+TAGS = ["internal", "customer", "compliance", "infrastructure", "research"]
+MILESTONES = pd.DataFrame({"milestone": ["kick-off"], "due": ["2027-01-15"], "cost": [1000.0]})
 
 
 def form_page() -> None:
-    """Four inputs, as a user fills them in."""
+    """The project brief's inputs, as a user fills them in."""
     st.title("Form")
-    st.text_input("Name", key="name")
-    st.text_area("Notes", key="notes")
-    st.selectbox("Colour", COLOURS, key="colour")
-    st.number_input("Quantity", min_value=0, value=1, key="quantity")
-    st.caption(f"Colour: {st.session_state.colour}")
+    left, right = st.columns(2)
+    with left:
+        st.text_input("Project name", key="name", max_chars=200)
+        st.number_input("Budget (EUR)", min_value=0.0, step=100.0, key="budget")
+        st.selectbox("Status", STATUSES, key="status")
+        st.date_input("Due date", value=None, key="due_date")
+    with right:
+        st.multiselect("Tags", TAGS, key="tags")
+        st.checkbox("Confidential", key="confidential")
+        st.file_uploader("Attachment", type=["pdf", "txt", "csv", "png", "jpg"], key="attachment")
+    st.text_area("Summary", height=150, max_chars=5000, key="summary")
+    milestones = st.data_editor(MILESTONES, num_rows="dynamic", key="milestones")
+    buttons = st.columns(3)
+    buttons[0].button("Save", key="save")
+    buttons[1].button("Apply", key="apply")
+    buttons[2].button("Reset", key="reset")
+    st.subheader("Summary")
+    budget = float(st.session_state.budget or 0)
+    planned = float(pd.to_numeric(milestones["cost"], errors="coerce").fillna(0).sum())
+    cols = st.container(height=120, border=True).columns(3)
+    cols[0].metric("Budget", f"{budget:,.0f}")
+    cols[1].metric("Milestone costs", f"{planned:,.0f}")
+    cols[2].metric("Left", f"{budget - planned:,.0f}")
 
 
 def data_page() -> None:
