@@ -143,3 +143,116 @@ class JobBackendUnavailableError(JobError):
         "Check that Redis is running and STALWART_REDIS_URL is right; the job is saved and "
         "will be dispatched once it is reachable."
     )
+
+
+class AuthError(StalwartError):
+    """Base for failures of sign-in, sessions and access control."""
+
+    default_action = "Sign in again; if it keeps failing, ask an administrator."
+
+
+class InvalidCredentialsError(AuthError):
+    """The username or the password is wrong (which one is deliberately not said)."""
+
+    default_action = "Check the username and the password and try again."
+
+
+class LoginThrottledError(AuthError):
+    """Sign-in is paused for this account or this client after too many failures."""
+
+    default_action = "Wait until the time given, then try again (or ask an administrator)."
+
+    def __init__(
+        self, message: str, action: str | None = None, *, retry_after_s: float = 0.0
+    ) -> None:
+        super().__init__(message, action)
+        #: seconds until a new attempt is accepted
+        self.retry_after_s = retry_after_s
+
+
+class AccountDisabledError(AuthError):
+    """The account exists but is disabled."""
+
+    default_action = "Ask an administrator to enable the account (`app users enable`)."
+
+
+class AuthenticationRequiredError(AuthError):
+    """There is no valid login session: the user has to sign in (again).
+
+    The page and the unsaved input are kept: they belong to the browser, not to the login.
+    """
+
+    default_action = "Sign in again; your page and your unsaved input are kept."
+
+
+class SessionUnknownError(AuthenticationRequiredError):
+    """The session token is malformed or names no session (never issued, or pruned)."""
+
+
+class SessionExpiredError(AuthenticationRequiredError):
+    """The login session passed its idle or its absolute timeout."""
+
+    def __init__(self, message: str, action: str | None = None, *, kind: str = "idle") -> None:
+        super().__init__(message, action)
+        #: idle or absolute
+        self.kind = kind
+
+
+class SessionRevokedError(AuthenticationRequiredError):
+    """The login session was ended on the server (logout, sign-out everywhere, admin)."""
+
+    def __init__(self, message: str, action: str | None = None, *, reason: str = "") -> None:
+        super().__init__(message, action)
+        #: why it was revoked: logout, superseded, disabled, password_reset, revoked
+        self.reason = reason
+
+
+class PermissionDeniedError(AuthError):
+    """The signed-in user's role does not grant what was asked for."""
+
+    default_action = "Ask an administrator for a role that allows it; your input is kept."
+
+    def __init__(
+        self,
+        message: str,
+        action: str | None = None,
+        *,
+        permission: str = "",
+        role: str = "",
+        granted_by: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, action)
+        #: the permission that was missing
+        self.permission = permission
+        #: the role the user has
+        self.role = role
+        #: the roles that have the permission
+        self.granted_by = granted_by
+
+
+class AccountError(StalwartError):
+    """Base for refused account administration (bad input, duplicates, last admin)."""
+
+    default_action = "Change the values named in the message and try again."
+
+
+class InvalidAccountDataError(AccountError):
+    """A username, role, e-mail address or password does not meet the rules."""
+
+
+class UserExistsError(AccountError):
+    """A user with this username (or this OIDC identity) exists already."""
+
+    default_action = "Pick another username, or change the existing user instead."
+
+
+class UserNotFoundError(NotFoundError):
+    """No user has the username or id asked for."""
+
+    default_action = "Check the name with `app users list`."
+
+
+class LastAdminError(AccountError):
+    """The change would leave no enabled user who can administer users."""
+
+    default_action = "Give another user an admin role first, then try again."

@@ -31,6 +31,9 @@ TABLES = {
     "form_versions",
     "stored_files",
     "jobs",
+    "users",
+    "login_sessions",
+    "login_throttle",
 }
 
 

@@ -53,6 +53,12 @@ def test_postgres_url_uses_psycopg3(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STALWART_PORT", "eighty", "valid integer"),
         ("STALWART_ENVIRONMENT", "staging", "development"),
         ("STALWART_METRICS_TOKEN", "short", "at least 16 characters"),
+        ("STALWART_SESSION_IDLE_TIMEOUT_S", "90000", "longer than the absolute timeout"),
+        ("STALWART_SESSION_TOUCH_INTERVAL_S", "1800", "not shorter than the idle timeout"),
+        ("STALWART_LOGIN_LOCKOUT_S", "7200", "<= maximum lockout (3600.0 s)"),
+        ("STALWART_PASSWORD_HASH_MEMORY_KIB", "16", "less than 8 KiB for each of 4 lanes"),
+        ("STALWART_OIDC_DEFAULT_ROLE", "owner", "unknown role 'owner'"),
+        ("STALWART_CUSTOM_ROLES", "{", "not JSON"),
     ],
 )
 def test_invalid_setting_names_the_variable_and_the_fix(
@@ -90,3 +96,15 @@ def test_settings_are_immutable() -> None:
     cfg = AppConfig()
     with pytest.raises(ValueError):
         cfg.port = 1  # type: ignore[misc]
+
+
+def test_production_refuses_password_hashing_below_owasps_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STALWART_ENVIRONMENT", "production")
+    monkeypatch.setenv("STALWART_SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("STALWART_PASSWORD_HASH_MEMORY_KIB", "8192")
+    with pytest.raises(ConfigError, match="at least 12288 KiB with time cost 3"):
+        load_config()
+    monkeypatch.setenv("STALWART_PASSWORD_HASH_TIME_COST", "5")
+    assert load_config().password_hash_memory_kib == 8192  # 7168 KiB suffice with 5 passes

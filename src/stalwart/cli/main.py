@@ -11,10 +11,14 @@ from stalwart.cli.cache_ import cache_app
 from stalwart.cli.config_ import config_app
 from stalwart.cli.db_ import db_app
 from stalwart.cli.jobs_ import jobs_app
+from stalwart.cli.users_ import users_app
 
 app = typer.Typer(
     name="app",
-    help="Stalwart: run the app and operate its database, audit log, jobs, cache and settings.",
+    help=(
+        "Stalwart: run the app and operate its database, audit log, jobs, cache, users and "
+        "settings."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -25,6 +29,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(cache_app, name="cache")
+app.add_typer(users_app, name="users")
 
 
 def _version(value: bool) -> None:
@@ -39,7 +44,7 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """Stalwart: run the app and operate its database, audit log, jobs, cache and settings."""
+    """Stalwart: run the app and operate its database, audit log, jobs, cache, users, settings."""
 
 
 def main() -> None:

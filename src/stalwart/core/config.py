@@ -6,14 +6,16 @@ Safe defaults make ``app run`` work on a laptop with nothing but Python. Secrets
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from stalwart.core.rbac import Roles, parse_custom_roles
 from stalwart.errors import ConfigError
 
 ENV_PREFIX = "STALWART_"
@@ -33,7 +35,26 @@ _FIXES: dict[str, str] = {
     "jobs_lease_s": "use a lease of at least three heartbeat intervals",
     "cache_backend": "use memory (one app process) or redis (shared by several processes)",
     "metrics_token": "use a random string of at least 16 characters (openssl rand -hex 24)",
+    "session_idle_timeout_s": (
+        "use seconds of inactivity after which a sign-in ends, at most the absolute timeout"
+    ),
+    "session_touch_interval_s": "use a touch interval shorter than the idle timeout (e.g. 60)",
+    "login_lockout_s": (
+        "use STALWART_LOGIN_LOCKOUT_S <= STALWART_LOGIN_LOCKOUT_MAX_S <= "
+        "STALWART_LOGIN_FAILURE_WINDOW_S"
+    ),
+    "password_hash_memory_kib": (
+        "use OWASP's minimum or more: 19456 KiB with time cost 2 (or 47104 with 1, 12288 with "
+        "3, 9216 with 4, 7168 with 5), and at least 8 KiB per lane of parallelism"
+    ),
+    "custom_roles": (
+        'use a JSON object of role name to permission names, e.g. {"auditor": ["view", '
+        '"export"]}; permissions: view, edit_forms, run_jobs, manage_jobs, export, admin'
+    ),
+    "oidc_default_role": "use a built-in role (viewer, editor, admin) or a custom one",
 }
+#: OWASP's argon2id minimums: time cost -> memory in KiB (more time allows less memory)
+_OWASP_ARGON2: Final = {1: 47104, 2: 19456, 3: 12288, 4: 9216, 5: 7168}
 
 
 class AppConfig(BaseSettings):
@@ -89,6 +110,33 @@ class AppConfig(BaseSettings):
     cache_redis_prefix: str = Field(default="stalwart:cache:", min_length=1, max_length=100)
     #: redis: also keep read values in this process (checked against Redis on every read)
     cache_redis_local: bool = True
+    # Accounts, sign-in and sessions (see SECURITY.md; OPERATIONS.md, "Users").
+    #: a login session unused for this long ends (the next interaction asks to sign in again)
+    session_idle_timeout_s: float = Field(default=1800.0, gt=0.0, le=30 * 86_400.0)
+    #: a login session ends this long after sign-in, however much it is used
+    session_absolute_timeout_s: float = Field(default=43_200.0, gt=0.0, le=366 * 86_400.0)
+    #: last use is written at most this often per session (so a check is not a write)
+    session_touch_interval_s: float = Field(default=60.0, ge=0.0, le=3600.0)
+    #: failed sign-ins in a row that lock an account (unknown usernames are counted too)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    #: failed sign-ins in a row, to any accounts, that lock a client (its address)
+    login_client_max_failures: int = Field(default=20, ge=1, le=100_000)
+    #: the first lock lasts this long; each failure after a lock doubles it, up to the max
+    login_lockout_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
+    login_lockout_max_s: float = Field(default=3600.0, gt=0.0, le=30 * 86_400.0)
+    #: failures are forgotten after this long without one
+    login_failure_window_s: float = Field(default=3600.0, gt=0.0, le=30 * 86_400.0)
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    #: argon2id parameters (argon2-cffi's RFC 9106 low-memory profile; above OWASP's minimum)
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65_536, ge=8, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=64)
+    #: roles beyond viewer/editor/admin, as JSON: {"auditor": ["view", "export"]}
+    custom_roles: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    #: OIDC (st.login): the role of a user created at their first sign-in
+    oidc_default_role: str = "viewer"
+    #: OIDC: create a user at the first sign-in of an unknown identity (else refuse it)
+    oidc_auto_create: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -124,6 +172,75 @@ class AppConfig(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("a metrics token needs at least 16 characters")
         return value
+
+    @field_validator("custom_roles", mode="before")
+    @classmethod
+    def _decode_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc.msg} at character {exc.pos}") from None
+        return value
+
+    @field_validator("custom_roles")
+    @classmethod
+    def _check_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        parsed = parse_custom_roles(value)
+        return {name: sorted(p.value for p in perms) for name, perms in parsed.items()}
+
+    @model_validator(mode="after")
+    def _sessions_consistent(self) -> AppConfig:
+        if self.session_idle_timeout_s > self.session_absolute_timeout_s:
+            raise ValueError(
+                f"session_idle_timeout_s: {self.session_idle_timeout_s} s is longer than "
+                f"the absolute timeout ({self.session_absolute_timeout_s} s)"
+            )
+        if self.session_touch_interval_s >= self.session_idle_timeout_s:
+            raise ValueError(
+                f"session_touch_interval_s: {self.session_touch_interval_s} s is not shorter "
+                f"than the idle timeout ({self.session_idle_timeout_s} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lockouts_consistent(self) -> AppConfig:
+        if not (self.login_lockout_s <= self.login_lockout_max_s <= self.login_failure_window_s):
+            raise ValueError(
+                f"login_lockout_s: need lockout ({self.login_lockout_s} s) <= maximum lockout "
+                f"({self.login_lockout_max_s} s) <= failure window "
+                f"({self.login_failure_window_s} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _hash_parameters(self) -> AppConfig:
+        memory, lanes = self.password_hash_memory_kib, self.password_hash_parallelism
+        if memory < 8 * lanes:
+            raise ValueError(
+                f"password_hash_memory_kib: {memory} KiB is less than 8 KiB for each of "
+                f"{lanes} lanes"
+            )
+        if self.environment == "production":
+            needed = _OWASP_ARGON2[min(self.password_hash_time_cost, 5)]
+            if memory < needed:
+                raise ValueError(
+                    f"password_hash_memory_kib: production needs at least {needed} KiB with "
+                    f"time cost {self.password_hash_time_cost} (OWASP's argon2id minimum)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_role_exists(self) -> AppConfig:
+        roles = Roles(self.custom_roles)
+        if not roles.exists(self.oidc_default_role):
+            raise ValueError(
+                f"oidc_default_role: unknown role {self.oidc_default_role!r} "
+                f"(roles: {', '.join(roles.names)})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> AppConfig:

@@ -7,6 +7,7 @@ from stalwart.models.idempotency import IdempotencyKey
 from stalwart.models.job import JobRecord
 from stalwart.models.project import Project
 from stalwart.models.session import SessionRecord
+from stalwart.models.user import LoginSession, LoginThrottle, User
 
 __all__ = [
     "AuditEntry",
@@ -15,7 +16,10 @@ __all__ = [
     "FormVersion",
     "IdempotencyKey",
     "JobRecord",
+    "LoginSession",
+    "LoginThrottle",
     "Project",
     "SessionRecord",
     "StoredFile",
+    "User",
 ]

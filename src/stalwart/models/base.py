@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import DateTime, Integer, MetaData, TypeDecorator, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -17,6 +17,12 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+#: ``info`` of a column holding personal data (a name, an e-mail address, an IP address):
+#: audit diffs show only whether it changed, and log maskers can find it here
+PII: dict[str, Any] = {"pii": True}
+#: ``info`` of a column holding a secret (a password hash): never shown, in audit or logs
+SECRET: dict[str, Any] = {"secret": True}
 
 
 def utcnow() -> datetime:
@@ -72,3 +78,12 @@ class VersionedMixin:
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+def sensitive_fields(model: type[Base]) -> frozenset[str]:
+    """Attribute names of ``model``'s columns marked ``PII`` or ``SECRET``."""
+    return frozenset(
+        attr.key
+        for attr in inspect(model).column_attrs
+        if any(col.info.get("pii") or col.info.get("secret") for col in attr.columns)
+    )

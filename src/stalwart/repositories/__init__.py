@@ -3,11 +3,15 @@
 from stalwart.repositories.base import Repository
 from stalwart.repositories.form import DraftRepository, FormVersionRepository, StoredFileRepository
 from stalwart.repositories.project import ProjectRepository
+from stalwart.repositories.user import LoginSessionRepository, ThrottleRepository, UserRepository
 
 __all__ = [
     "DraftRepository",
     "FormVersionRepository",
+    "LoginSessionRepository",
     "ProjectRepository",
     "Repository",
     "StoredFileRepository",
+    "ThrottleRepository",
+    "UserRepository",
 ]

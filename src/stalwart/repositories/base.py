@@ -5,6 +5,9 @@ audit entry in that same unit of work, so the change and its audit row commit to
 at all. Tables with a ``version`` column get optimistic concurrency: an update or delete that
 names an ``expected_version`` which is no longer current raises ``ConflictError``.
 
+Columns marked ``PII`` or ``SECRET`` (see ``models.base``) are not written to audit diffs in
+clear: the diff says only that such a field was set, cleared or changed.
+
 A repository with a ``cache_namespace`` declares every change it makes to the cache
 (``uow.invalidates``): after the commit, every cached value of its entity in that namespace
 is unreachable. Cache reads of an aggregate are safe exactly when all its writes go through
@@ -22,8 +25,11 @@ from stalwart.core.cache import CacheKeys
 from stalwart.core.database import UnitOfWork
 from stalwart.errors import ConflictError, NotFoundError
 from stalwart.models import Base
+from stalwart.models.base import sensitive_fields
 
 T = TypeVar("T", bound=Base)
+REDACTED = "[redacted]"
+REDACTED_CHANGED = "[redacted, changed]"
 
 
 class Repository(Generic[T]):
@@ -115,6 +121,7 @@ class Repository(Generic[T]):
         if self.cache_namespace is not None:
             self.uow.invalidates(CacheKeys.entity(self.cache_namespace, self.entity))
         if self.audited:
+            before, after = mask_sensitive(sensitive_fields(self.model), before, after)
             self.uow.audit.record(action, self.entity, self._key(record), before, after)
 
     def _check_version(self, record: T, expected: int | None) -> None:
@@ -134,3 +141,26 @@ def snapshot(record: Base) -> dict[str, Any]:
     """The record's column values, by attribute name."""
     mapper = inspect(record).mapper
     return {attr.key: getattr(record, attr.key) for attr in mapper.column_attrs}
+
+
+def mask_sensitive(
+    fields: frozenset[str], before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``before``/``after`` with ``fields`` replaced by markers that show only set/cleared/changed.
+
+    None stays None (so setting and clearing show); any other value becomes ``[redacted]``,
+    and a changed value ``[redacted, changed]`` after the change (so that the diff keeps it).
+    """
+    if not fields:
+        return before, after
+    old = dict(before) if before is not None else None
+    new = dict(after) if after is not None else None
+    for name in fields:
+        b = old.get(name) if old is not None else None
+        a = new.get(name) if new is not None else None
+        if old is not None and name in old:
+            old[name] = None if b is None else REDACTED
+        if new is not None and name in new:
+            changed = old is not None and b is not None and a != b
+            new[name] = None if a is None else (REDACTED_CHANGED if changed else REDACTED)
+    return old, new
