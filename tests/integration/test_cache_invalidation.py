@@ -230,6 +230,28 @@ def test_the_local_tier_answers_without_the_value_and_never_serves_a_stale_one(
 
 
 @pytest.mark.redis
+def test_a_redis_that_lost_its_counters_never_brings_back_a_local_copy(
+    redis_prefix: str,
+) -> None:
+    from redis import Redis
+
+    a = Cache(RedisBackend(REDIS_URL, prefix=redis_prefix))
+    b = Cache(RedisBackend(REDIS_URL, prefix=redis_prefix, local_entries=0))
+    key = CacheKeys.key("n", "e", 3)
+    assert a.get_or_compute(key, lambda: "before the write", ttl=60) == "before the write"
+    b.invalidate(CacheKeys.entity("n", "e", 3))  # a write elsewhere; a has not looked since
+    # Redis restarts without persistence: counters, values and stats are gone, so the
+    # counters read 0 again, the generations a's copy was filed under.
+    client = Redis.from_url(REDIS_URL)
+    client.delete(*client.scan_iter(match=redis_prefix + "*"))
+    client.close()
+    assert a.get_or_compute(key, lambda: "after the restart", ttl=60) == "after the restart"
+    assert a.stats().local_hits == 0
+    a.close()
+    b.close()
+
+
+@pytest.mark.redis
 def test_the_local_tier_keeps_a_value_no_longer_than_redis_does(redis_prefix: str) -> None:
     class Clock:
         now = 0.0

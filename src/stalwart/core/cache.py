@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -242,8 +243,9 @@ class _Entry:
     value: Any
     ttl: float
     size: int
-    #: the local tier of RedisBackend: the generations the value is filed under in Redis
-    gens: Generations | None = None
+    #: the local tier of RedisBackend: Redis's epoch and the generations the value is filed
+    #: under there, as the lookup script compares them
+    tag: str | None = None
 
 
 class _BoundedTLRU(TLRUCache[Any, _Entry]):
@@ -345,24 +347,33 @@ class MemoryBackend:
 
 
 # One round trip for a lookup: read the four generation counters, then the value filed under
-# them, and count the hit or miss in the shared stats hash. ARGV[3] is the generations under
-# which the local tier holds the value ("" if it does not): when they are still current, the
-# value is not sent again. The reply: the four generations, the value (or nil), whether the
-# local copy is current (1/0), and the value's remaining time to live in ms.
+# them, and count the hit or miss in the shared stats hash. The epoch (KEYS[6], made from
+# ARGV[4] when missing) is a random name of this Redis's counters: if Redis loses them (a
+# restart without persistence), counting starts again from 0 under a new epoch, so a local
+# copy filed under the old counters can never match again. ARGV[3] is the epoch and
+# generations under which the local tier holds the value ("" if it does not): when they are
+# still current, the value is not sent again. The reply: the four generations, the value (or
+# nil), whether the local copy is current (1/0), the value's remaining time to live in ms, and
+# the epoch.
 _LOOKUP_LUA = """
 local gens = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 for i = 1, 4 do gens[i] = tonumber(gens[i]) or 0 end
+local epoch = redis.call('GET', KEYS[6])
+if not epoch then
+    redis.call('SET', KEYS[6], ARGV[4], 'NX')
+    epoch = redis.call('GET', KEYS[6])
+end
 local tag = table.concat(gens, '.')
-if ARGV[3] ~= '' and ARGV[3] == tag then
+if ARGV[3] ~= '' and ARGV[3] == epoch .. '/' .. tag then
     redis.call('HINCRBY', KEYS[5], 'hits', 1)
-    return {gens[1], gens[2], gens[3], gens[4], false, 1, 0}
+    return {gens[1], gens[2], gens[3], gens[4], false, 1, 0, epoch}
 end
 local vkey = ARGV[1] .. 'v:' .. ARGV[2] .. '@' .. tag
 local value = redis.call('GET', vkey)
 redis.call('HINCRBY', KEYS[5], value and 'hits' or 'misses', 1)
 local pttl = 0
 if value then pttl = redis.call('PTTL', vkey) end
-return {gens[1], gens[2], gens[3], gens[4], value, 0, pttl}
+return {gens[1], gens[2], gens[3], gens[4], value, 0, pttl, epoch}
 """
 
 
@@ -400,19 +411,24 @@ class RedisBackend:
         self._local = _BoundedTLRU(local_entries, local_bytes, timer) if local_entries else None
         #: lookups the local tier answered (the value was not sent again)
         self.local_hits = 0
+        #: the epoch of Redis's counters the last lookup saw (None before the first)
+        self._epoch: str | None = None
 
     def _vkey(self, key: CacheKey, gens: Generations) -> str:
         return f"{self.prefix}v:{key}@{_tag(gens)}"
 
     def lookup(self, key: CacheKey) -> tuple[Generations, bool, Any]:
-        keys = [self.prefix + c for c in _counters(key)] + [self.prefix + "stats"]
+        keys = [self.prefix + c for c in _counters(key)]
+        keys += [self.prefix + "stats", self.prefix + "epoch"]
         held = None
         if self._local is not None:
             with self._lock:
                 held = self._local.get(key)
-        tag = _tag(held.gens) if held is not None and held.gens is not None else ""
-        *gens, raw, current, pttl = self._lookup(keys=keys, args=[self.prefix, str(key), tag])
+        tag = held.tag if held is not None and held.tag is not None else ""
+        args = [self.prefix, str(key), tag, secrets.token_hex(8)]
+        *gens, raw, current, pttl, epoch = self._lookup(keys=keys, args=args)
         g = (int(gens[0]), int(gens[1]), int(gens[2]), int(gens[3]))
+        self._epoch = _text(epoch)
         if current and held is not None:
             with self._lock:
                 self.local_hits += 1
@@ -426,12 +442,13 @@ class RedisBackend:
 
     def _keep(self, key: CacheKey, gens: Generations, value: Any, raw: bytes, ttl: float) -> None:
         """Hold ``value`` in the local tier, for no longer than Redis holds it."""
-        if self._local is None:
+        if self._local is None or self._epoch is None:
             return
         size = len(raw) + len(str(key)) + ENTRY_OVERHEAD
+        tag = f"{self._epoch}/{_tag(gens)}"
         with self._lock:
             try:
-                self._local[key] = _Entry(value, ttl, size, gens)
+                self._local[key] = _Entry(value, ttl, size, tag)
             except ValueError:  # larger than the whole local tier: Redis keeps it
                 self._local.pop(key, None)
 
