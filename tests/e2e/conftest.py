@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from tests.conftest import free_port, need
 from tests.e2e.browser import BROWSER_ARGS, CHROMIUM, browser_problem, prepare_context
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 # Bounds so that a hung server fails the test instead of hanging the run; not performance claims.
 START_TIMEOUT_S = 60
+WS_TIMEOUT_S = 30  # a bound so that a hung server fails the test; not a performance claim
 STOP_TIMEOUT_S = 20
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,6 +216,28 @@ def launch(
     workdir.mkdir(parents=True, exist_ok=True)
     env_ = server_env(workdir / "data", **env)
     return LiveApp(command, port, workdir, env_, health_path=health_path).start()
+
+
+def rerun_over_websocket(port: int, query_string: str = "") -> list[ForwardMsg]:
+    """Connect as a browser would, ask for one script run, return everything until it ends.
+
+    Websockets' sync client: once the browser tests ran, Playwright's event loop runs in the
+    test thread, where asyncio.run() would fail.
+    """
+    url = f"ws://127.0.0.1:{port}/_stcore/stream"
+    protocols = [Subprotocol("streamlit"), Subprotocol("x")]
+    received: list[ForwardMsg] = []
+    with connect(url, subprotocols=protocols, open_timeout=WS_TIMEOUT_S) as ws:
+        back = BackMsg()
+        back.rerun_script.query_string = query_string
+        ws.send(back.SerializeToString())
+        deadline = time.monotonic() + WS_TIMEOUT_S
+        while True:
+            msg = ForwardMsg()
+            msg.ParseFromString(ws.recv(timeout=max(0.0, deadline - time.monotonic())))
+            received.append(msg)
+            if msg.WhichOneof("type") == "script_finished":
+                return received
 
 
 LiveAppFactory = Callable[..., LiveApp]

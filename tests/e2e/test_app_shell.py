@@ -6,7 +6,6 @@ tmp_path, talk to it over HTTP and over Streamlit's websocket protocol, and stop
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,9 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 from prometheus_client.parser import text_string_to_metric_families
-from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
 
@@ -37,10 +34,10 @@ from tests.e2e.conftest import (
     app_run,
     cli,
     launch,
+    rerun_over_websocket,
     server_env,
 )
 
-WS_TIMEOUT_S = 30  # a bound so that a hung server fails the test; not a performance claim
 TRACE_ID_HEX = 32
 
 
@@ -148,7 +145,7 @@ def scrape(url: str, **headers: str) -> dict[str, float]:
 def test_metrics_count_the_cache_reads_of_a_session(server: LiveApp) -> None:
     before = scrape(server.url)
     for _ in range(2):  # the home page reads the projects overview through the cache
-        assert_ran_cleanly(asyncio.run(rerun_over_websocket(server.port)))
+        assert_ran_cleanly(rerun_over_websocket(server.port))
     after = scrape(server.url)
 
     assert after["stalwart_cache_hits_total"] >= before["stalwart_cache_hits_total"] + 1
@@ -206,23 +203,6 @@ def test_metrics_without_a_token_answer_this_machine_only(tmp_path: Path) -> Non
 # --- the page shell over Streamlit's websocket protocol -----------------------------------
 
 
-async def rerun_over_websocket(port: int, query_string: str = "") -> list[ForwardMsg]:
-    """Connect as a browser would, ask for one script run, return everything until it ends."""
-    url = f"ws://127.0.0.1:{port}/_stcore/stream"
-    received: list[ForwardMsg] = []
-    async with websockets.connect(url, subprotocols=["streamlit", "x"]) as ws:
-        back = BackMsg()
-        back.rerun_script.query_string = query_string
-        await ws.send(back.SerializeToString())
-        async with asyncio.timeout(WS_TIMEOUT_S):
-            while True:
-                msg = ForwardMsg()
-                msg.ParseFromString(await ws.recv())
-                received.append(msg)
-                if msg.WhichOneof("type") == "script_finished":
-                    return received
-
-
 def rendered_elements(messages: list[ForwardMsg]) -> list[str]:
     return [
         str(msg.delta.new_element)
@@ -244,7 +224,7 @@ def assert_ran_cleanly(messages: list[ForwardMsg]) -> None:
 
 
 def test_home_page_renders_over_the_websocket(server: LiveApp) -> None:
-    messages = asyncio.run(rerun_over_websocket(server.port))
+    messages = rerun_over_websocket(server.port)
 
     assert_ran_cleanly(messages)
     elements = "\n".join(rendered_elements(messages))
@@ -255,7 +235,7 @@ def test_home_page_renders_over_the_websocket(server: LiveApp) -> None:
 
 
 def test_settings_page_renders_over_the_websocket_without_secrets(server: LiveApp) -> None:
-    messages = asyncio.run(rerun_over_websocket(server.port, "page=settings"))
+    messages = rerun_over_websocket(server.port, "page=settings")
 
     assert_ran_cleanly(messages)
     everything = "\n".join(str(msg) for msg in messages)
@@ -265,7 +245,7 @@ def test_settings_page_renders_over_the_websocket_without_secrets(server: LiveAp
 
 def test_each_rerun_logs_under_its_own_trace_id(server: LiveApp) -> None:
     for _ in range(2):
-        assert_ran_cleanly(asyncio.run(rerun_over_websocket(server.port, "page=job-demo")))
+        assert_ran_cleanly(rerun_over_websocket(server.port, "page=job-demo"))
 
     rendered = [
         record
@@ -335,7 +315,7 @@ def test_app_py_serves_the_same_app_under_other_launchers(tmp_path: Path, launch
     srv = launch(command, port, tmp_path)
     try:
         readyz = httpx.get(f"{srv.url}/readyz", timeout=10)
-        messages = asyncio.run(rerun_over_websocket(port))
+        messages = rerun_over_websocket(port)
     finally:
         srv.stop()
 

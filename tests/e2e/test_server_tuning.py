@@ -21,17 +21,21 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from stalwart.web.server_tuning import enable_tcp_nodelay
 from tests.conftest import free_port
-from tests.e2e.conftest import LAUNCHERS, LiveApp, launch
+from tests.e2e.conftest import (
+    LAUNCHERS,
+    WS_TIMEOUT_S,
+    LiveApp,
+    launch,
+    rerun_over_websocket,
+)
 
 SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
-WS_TIMEOUT_S = 30  # a bound so that a hung server fails the test; not a performance claim
 
 
 def server_socket_inode(server_port: int, client_port: int) -> int | None:
@@ -138,7 +142,8 @@ def test_no_full_collection_after_each_run_unless_asked_for(
     try:
         before = full_collections(server)
         for _ in range(RUNS):
-            run_script_once(server)
+            messages = rerun_over_websocket(server.port)
+            assert messages[-1].script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
         after = full_collections(server)
     finally:
         server.stop()
@@ -151,26 +156,6 @@ def test_no_full_collection_after_each_run_unless_asked_for(
 
 
 RUNS = 6
-
-
-def run_script_once(server: LiveApp) -> None:
-    """One script run over Streamlit's websocket, as a browser's first request.
-
-    The sync client: after the browser tests, Playwright's event loop runs in this thread,
-    so asyncio.run() cannot be used here.
-    """
-    url = f"ws://127.0.0.1:{server.port}/_stcore/stream"
-    protocols = [Subprotocol("streamlit"), Subprotocol("probe")]
-    with connect(url, subprotocols=protocols, open_timeout=WS_TIMEOUT_S) as ws:
-        back = BackMsg()
-        back.rerun_script.query_string = ""
-        ws.send(back.SerializeToString())
-        while True:
-            msg = ForwardMsg()
-            msg.ParseFromString(ws.recv(timeout=WS_TIMEOUT_S))
-            if msg.WhichOneof("type") == "script_finished":
-                assert msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
-                return
 
 
 def full_collections(server: LiveApp) -> float:
