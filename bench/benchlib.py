@@ -6,6 +6,7 @@ Importing it puts the repository root and ``src/`` on ``sys.path``, as the scrip
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -215,3 +216,28 @@ def run_part(
     print(markdown)
     print(f"\n(written to {out} and {out.with_suffix('.md')})")
     return 1 if "aborted" in doc else 0
+
+
+def part_main(
+    part: str,
+    description: str,
+    measure: Callable[[dict[str, Any], bool], None],
+    report: Callable[[dict[str, Any]], str],
+    *,
+    quick_help: str,
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of a part with only ``--quick``, ``--time-limit`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--time-limit", type=float, default=180.0, help="watchdog, seconds")
+    parser.add_argument("--out", type=Path, help="JSON path (the markdown goes beside it)")
+    args = parser.parse_args(argv)
+    return run_part(
+        part,
+        lambda results: measure(results, args.quick),
+        report,
+        quick=args.quick,
+        time_limit=args.time_limit,
+        out=args.out,
+    )

@@ -21,19 +21,17 @@ backend (the default), Redis without and, where the setting exists, with its in-
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from benchlib import (
     ms_cell,
+    part_main,
     prepare_like_the_app,
-    run_part,
     stats,
     timed_ms,
 )
@@ -298,18 +296,13 @@ def report(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run; print markdown; write results/cache.json and cache.md."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer lookups, for a smoke run")
-    parser.add_argument("--time-limit", type=float, default=180.0, help="watchdog, seconds")
-    parser.add_argument("--out", type=Path, help="JSON path (the markdown goes beside it)")
-    args = parser.parse_args(argv)
-    return run_part(
+    return part_main(
         "cache",
-        lambda results: run(results, quick=args.quick),
+        __doc__.splitlines()[0],
+        lambda results, quick: run(results, quick=quick),
         report,
-        quick=args.quick,
-        time_limit=args.time_limit,
-        out=args.out,
+        quick_help="fewer lookups, for a smoke run",
+        argv=argv,
     )
 
 

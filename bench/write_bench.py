@@ -22,7 +22,6 @@ the numbers are of committed rows.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -36,8 +35,8 @@ from typing import Any
 
 from benchlib import (
     ms_cell,
+    part_main,
     prepare_like_the_app,
-    run_part,
     scratch_postgres,
     stats,
     timed_ms,
@@ -168,18 +167,13 @@ def report(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run; print markdown; write results/write.json and write.md."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="200 calls, for a smoke run")
-    parser.add_argument("--time-limit", type=float, default=180.0, help="watchdog, seconds")
-    parser.add_argument("--out", type=Path, help="JSON path (the markdown goes beside it)")
-    args = parser.parse_args(argv)
-    return run_part(
+    return part_main(
         "write",
-        lambda results: run(results, quick=args.quick),
+        __doc__.splitlines()[0],
+        lambda results, quick: run(results, quick=quick),
         report,
-        quick=args.quick,
-        time_limit=args.time_limit,
-        out=args.out,
+        quick_help="200 calls, for a smoke run",
+        argv=argv,
     )
 
 
