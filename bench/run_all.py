@@ -1,6 +1,6 @@
 """The issue 5 benchmarks in one run: cache, write path, concurrent sessions.
 
-    uv run python bench/run_all.py                 # about nine minutes
+    uv run python bench/run_all.py                 # about seven minutes
     uv run python bench/run_all.py --quick         # about two minutes, for a smoke run
     uv run python bench/run_all.py --profile 50    # and where Stalwart's CPU goes at N=50
 
