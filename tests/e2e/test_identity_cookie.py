@@ -27,7 +27,9 @@ def token_of(cookie: str) -> str:
 
 
 def test_identity_cookie_is_random_httponly_lax_and_kept(live_app_factory: LiveAppFactory) -> None:
-    app = live_app_factory("sqlite")
+    # The test client is the loopback peer: as a trusted proxy, its X-Forwarded-Proto counts
+    # (an untrusted peer's does not: tests/integration/test_security_headers.py).
+    app = live_app_factory("sqlite", STALWART_TRUSTED_PROXIES="127.0.0.1")
     first = set_cookie(httpx.get(app.url + "/"))
     second = set_cookie(httpx.get(app.url + "/"))
     assert first is not None
@@ -42,7 +44,7 @@ def test_identity_cookie_is_random_httponly_lax_and_kept(live_app_factory: LiveA
     assert set_cookie(httpx.get(app.url + "/", cookies={COOKIE_NAME: token_of(first)})) is None
     assert set_cookie(httpx.get(app.url + "/", cookies={COOKIE_NAME: "x<script>"})) is not None
 
-    # Behind a TLS proxy the cookie is Secure.
+    # Behind a trusted TLS proxy the cookie is Secure.
     behind_tls = set_cookie(httpx.get(app.url + "/", headers={"X-Forwarded-Proto": "https"}))
     assert behind_tls is not None
     assert "secure" in behind_tls.lower()
