@@ -256,3 +256,56 @@ class LastAdminError(AccountError):
     """The change would leave no enabled user who can administer users."""
 
     default_action = "Give another user an admin role first, then try again."
+
+
+class InputRejectedError(StalwartError):
+    """A value a user typed cannot be stored as it is (too long, not a finite number).
+
+    Nothing is cut or changed behind the user's back: the draft keeps the field's previous
+    value, the browser keeps what was typed, and the message names the field and the limit.
+    """
+
+    default_action = "Change the value named in the message; the draft keeps its previous value."
+
+    def __init__(
+        self, message: str, action: str | None = None, *, field: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(message, action)
+        #: the field (its label or name) whose value was refused
+        self.field = field
+        #: why, as a code: too_long, not_finite, too_large, type_not_allowed, content_mismatch,
+        #: not_utf8, empty
+        self.reason = reason
+
+
+class UploadRejectedError(InputRejectedError):
+    """An uploaded file was refused: too large, a type not allowed, or content that is not
+    what its extension says (a renamed executable, a "CSV" that is not UTF-8 text)."""
+
+    default_action = (
+        "Choose another file (of an allowed type and size); the form's other fields are kept."
+    )
+
+
+class HealthCheckError(StalwartError):
+    """A readiness check found a dependency not ready (or did not answer in time)."""
+
+    default_action = "See OPERATIONS.md, Health checks, for what the failing check needs."
+
+
+class HealthCheckTimeoutError(HealthCheckError):
+    """A readiness check did not answer within ``STALWART_HEALTH_CHECK_TIMEOUT_S``."""
+
+    default_action = (
+        "The dependency the check names hangs: see OPERATIONS.md, Health checks; the check "
+        "is not started again until the hung one returns."
+    )
+
+
+class CacheUnavailableError(HealthCheckError):
+    """The cache's Redis does not answer (values are computed uncached meanwhile)."""
+
+    default_action = (
+        "Check that Redis is running and STALWART_REDIS_URL is right; until it answers, "
+        "every value is computed uncached (slower, not wrong)."
+    )

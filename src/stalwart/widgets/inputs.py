@@ -16,8 +16,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from stalwart.core.logs import get_logger
 from stalwart.errors import StalwartError
-from stalwart.widgets.forms import Form, _service, persist_input
+from stalwart.services.uploads import allowed_types, upload_limit_mb
+from stalwart.widgets.forms import Form, _service, input_limits, persist_input
+from stalwart.widgets.interactions import traced
+from stalwart.widgets.safe_text import md_escape
+
+log = get_logger(__name__)
 
 
 def s_text(form: Form, name: str, label: str, **kwargs: Any) -> str:
@@ -90,38 +96,69 @@ def s_date(form: Form, name: str, label: str, **kwargs: Any) -> date | None:
 def s_file(
     form: Form, name: str, label: str, *, types: Sequence[str] | None = None, **kwargs: Any
 ) -> dict[str, Any] | None:
-    """A file attachment, stored in the database so the draft keeps it across restarts."""
+    """A file attachment, stored in the database so the draft keeps it across restarts.
+
+    ``types`` are extensions ("csv", "png"); the app's ``upload_allowed_types`` narrow them,
+    and ``upload_max_bytes`` bounds the size. The browser checks both first, the service
+    checks them again with the content (``services.uploads``): a refused file is not
+    attached, the reason is shown under the field, the uploader is emptied, and the draft's
+    other fields are untouched.
+    """
     current = form.state.data.get(name)
-    upload_key = f"{form.key(name)}__upload"
+    base_key = form.key(name)
+    error_key = f"{base_key}__upload_error"
+    generation_key = f"{base_key}__upload_gen"
+    generation = st.session_state.get(generation_key, 0)
+    upload_key = f"{base_key}__upload" + (f"__{generation}" if generation else "")
+    limits = input_limits()
+    allowed = allowed_types(limits, types)
     form.bind(name)
 
+    @traced
     def uploaded() -> None:
         file = st.session_state.get(upload_key)
         if file is None:
             return
         try:
             meta = _service().store_file(
-                file.name, file.type or "application/octet-stream", file.getvalue()
+                file.name, file.type or "application/octet-stream", file.getvalue(), types=types
             )
         except StalwartError as err:
-            st.toast(f"{err.message} {err.action}", icon="⚠️")
+            st.session_state[error_key] = f"{err.message} {err.action}"
+            # A new uploader: the refused file must not look attached.
+            st.session_state[generation_key] = st.session_state.get(generation_key, 0) + 1
+            log.info("upload refused", field=name, reason=getattr(err, "reason", ""))
+            form.redraw()
             return
-        persist_input(form.key(name), meta)
+        st.session_state.pop(error_key, None)
+        persist_input(base_key, meta)
         form.redraw()
 
+    @traced
     def remove() -> None:
-        persist_input(form.key(name), None)
+        st.session_state.pop(error_key, None)
+        persist_input(base_key, None)
         form.redraw()
 
     st.file_uploader(
-        label, type=list(types) if types else None, key=upload_key, on_change=uploaded, **kwargs
+        label,
+        type=allowed,
+        key=upload_key,
+        on_change=uploaded,
+        max_upload_size=upload_limit_mb(limits.upload_max_bytes),
+        **kwargs,
     )
     line = st.columns([4, 1], vertical_alignment="center")
     if isinstance(current, dict):
-        line[0].caption(f"Attached: **{current.get('name')}** ({_size(current.get('size'))})")
-        line[1].button("Remove", key=f"{form.key(name)}__remove", on_click=remove)
+        line[0].caption(
+            f"Attached: **{md_escape(current.get('name'))}** ({_size(current.get('size'))})"
+        )
+        line[1].button("Remove", key=f"{base_key}__remove", on_click=remove)
     else:
         line[0].caption("No file attached.")
+    refused = st.session_state.get(error_key)
+    if refused:
+        st.error(md_escape(refused), icon=":material/block:")
     form.message(name)
     return current if isinstance(current, dict) else None
 
@@ -149,6 +186,7 @@ def s_table(
         editor_key = f"{form.key(name)}__editor__{base['gen']}"
     st.session_state[base_key] = base
 
+    @traced
     def edited() -> None:
         edits = st.session_state.get(editor_key) or {}
         persist_input(form.key(name), apply_edits(base["rows"], edits, columns))
