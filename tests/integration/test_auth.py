@@ -658,8 +658,8 @@ def test_prune_drops_long_ended_sessions_and_quiet_counters(
     auth.logout(ended)
     with pytest.raises(InvalidCredentialsError):
         auth.login("zoe", "wrong password", client_key="c")
-    assert auth.prune() == {"sessions": 0, "throttles": 0}
+    assert auth.prune() == {"sessions": 0, "throttles": 0, "oidc_handoffs": 0}
     clock.advance(8 * 86_400)
     live = auth.login("zoe", PASSWORD, client_key="d").token
-    assert auth.prune() == {"sessions": 1, "throttles": 1}
+    assert auth.prune() == {"sessions": 1, "throttles": 1, "oidc_handoffs": 0}
     assert auth.resume(live).username == "zoe"

@@ -90,3 +90,29 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OidcHandoff(Base):
+    """One sign-in through the OIDC provider, from the click to the login cookie.
+
+    Created *pending* when a browser starts ``st.login`` (where to go afterwards); when the
+    provider has vouched for the user, the script adds the identity and a one-time code (only
+    its SHA-256 is stored) that ``GET /auth/oidc/complete`` exchanges, once and only from the
+    same browser identity, for the login cookie. Rows live for minutes and are deleted when
+    used.
+    """
+
+    __tablename__ = "oidc_handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: the browser identity that started it (``sessions.id``: SHA-256 of ``stalwart_sid``)
+    identity: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    #: SHA-256 (hex) of the one-time code; None while pending
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    next_path: Mapped[str] = mapped_column(String(2000), nullable=False, default="/")
+    issuer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True, info=PII)
+    display_name: Mapped[str | None] = mapped_column(String(200), nullable=True, info=PII)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -34,9 +34,10 @@ from typing import Any, Final
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 
+from stalwart.core.access import AccessControl
 from stalwart.core.config import AppConfig
 from stalwart.core.database import DB, UnitOfWork
 from stalwart.core.logs import get_logger
@@ -46,7 +47,6 @@ from stalwart.core.rbac import (
     Permission,
     Principal,
     Roles,
-    require,
 )
 from stalwart.core.throttle import ThrottlePolicy, ThrottleState
 from stalwart.errors import (
@@ -56,7 +56,6 @@ from stalwart.errors import (
     InvalidCredentialsError,
     LastAdminError,
     LoginThrottledError,
-    PermissionDeniedError,
     SessionExpiredError,
     SessionRevokedError,
     SessionUnknownError,
@@ -66,6 +65,7 @@ from stalwart.errors import (
 )
 from stalwart.models import LoginSession, User
 from stalwart.models.base import utcnow
+from stalwart.models.user import OidcHandoff
 from stalwart.repositories import LoginSessionRepository, ThrottleRepository, UserRepository
 
 log = get_logger(__name__)
@@ -231,6 +231,7 @@ class AuthService:
         self.clock = clock
         self.hasher = hasher or password_hasher(config)
         self.roles = Roles(config.custom_roles)
+        self.access = AccessControl(db, self.roles)
         self.account_policy = ThrottlePolicy(
             config.login_max_failures,
             config.login_lockout_s,
@@ -258,30 +259,18 @@ class AuthService:
     ) -> None:
         """Return if ``principal`` may do ``what``; otherwise audit the denial and raise.
 
-        ``PermissionDeniedError`` says what was refused and which roles allow it. Call it in
-        the service, before the action's transaction; the denial's audit row is its own.
+        ``PermissionDeniedError`` says what was refused and which roles allow it (see
+        ``AccessControl.authorize``).
         """
+        self.access.authorize(principal, what, entity=entity, entity_id=entity_id)
+
+    def has_users(self) -> bool:
+        """True once any account exists (before that, the first admin may be set up)."""
         try:
-            require(principal, what, roles=self.roles)
-        except PermissionDeniedError as err:
-            name = what.name if isinstance(what, Action) else what.value
-            details = {
-                "action": name,
-                "permission": err.permission,
-                "role": principal.role,
-                "entity": entity,
-                "entity_id": str(entity_id),
-            }
-
-            def record(uow: UnitOfWork) -> None:
-                uow.audit.record("denied", "access", name, None, details)
-
-            try:
-                self.db.run_tx(record, user=principal.username)
-            except Exception:  # the denial stands even if its audit row cannot be written
-                log.exception("could not audit an access denial", action=name)
-            log.info("access denied", action=name, role=principal.role, user=principal.user_id)
-            raise
+            with self.db.unit_of_work(read_only=True) as uow:
+                return uow.session.execute(select(User.id).limit(1)).first() is not None
+        except DBAPIError as exc:
+            raise self.db.translate_final(exc) from exc
 
     # -- sign-in ------------------------------------------------------------------------------
 
@@ -624,7 +613,13 @@ class AuthService:
             sessions = LoginSessionRepository(uow).prune(ended_before=cutoff)
             quiet = now - timedelta(seconds=self.config.login_failure_window_s)
             throttles = ThrottleRepository(uow).prune(quiet_since=quiet, now=now)
-            return {"sessions": sessions, "throttles": throttles}
+            # Abandoned OIDC sign-ins (services.oidc_handoff): minutes old at most.
+            handoffs = uow.session.execute(delete(OidcHandoff).where(OidcHandoff.expires_at <= now))
+            return {
+                "sessions": sessions,
+                "throttles": throttles,
+                "oidc_handoffs": int(getattr(handoffs, "rowcount", 0) or 0),
+            }
 
         return self.db.run_tx(work)
 
