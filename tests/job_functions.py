@@ -71,6 +71,16 @@ def stubborn(args: StubbornArgs, reporter: Reporter) -> str:
     return "outlived"
 
 
+@job_function(args=StubbornArgs)
+def chatty(args: StubbornArgs, reporter: Reporter) -> str:
+    """Reports progress without pause (100% is always written): it is nearly always inside a
+    progress write when a hard stop comes."""
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        reporter.report(100, "still going")
+    return "outlived"
+
+
 class FailArgs(BaseModel):
     message: str = "boom"
     counter: str | None = None

@@ -16,6 +16,7 @@ from stalwart.core.database import DB
 from stalwart.core.jobs import JobQueue, JobResult, JobSettings
 from stalwart.core.migrations import migrate
 from tests.conftest import PYTHON, REDIS_URL, ROOT, child_env, need, redis_problem
+from tests.log_check import watch_log_file
 
 # Short intervals so that heartbeats, leases, grace periods and backoffs pass quickly; tests
 # wait for what happens (with a generous bound), never for how long it took.
@@ -75,6 +76,7 @@ def start_worker(
         STALWART_LOG_LEVEL="INFO",
         **FAST_ENV,
     )
+    watch_log_file(tmp / f"{name}.log", "job worker")
     log = (tmp / f"{name}.log").open("ab")
     return subprocess.Popen(
         [PYTHON, "-m", "stalwart.cli.main", "jobs", "worker", "--concurrency", "1"],

@@ -17,6 +17,7 @@ from stalwart.core.job_engines import EmbeddedEngine, build_dispatcher
 from stalwart.core.jobs import JobQueue, JobSettings
 from stalwart.core.logs import get_logger
 from stalwart.core.schedules import Schedule, Scheduler
+from stalwart.services.job_service import JobService
 
 log = get_logger(__name__)
 
@@ -54,7 +55,7 @@ def start_job_engine(
         count = cfg.jobs_workers if workers is None else workers
         engine: EmbeddedEngine | None = None
         if cfg.jobs_engine == "embedded" and count > 0:
-            engine = EmbeddedEngine(ctx.db, settings, workers=count)
+            engine = EmbeddedEngine(ctx.db, settings, workers=count, metrics=ctx.metrics)
             queue = JobQueue(ctx.db, engine)
         else:
             queue = JobQueue(ctx.db, build_dispatcher(cfg, settings))
@@ -88,6 +89,11 @@ def stop_job_engine(wait_s: float | None = None) -> None:
     log.info("job runtime stopped")
 
 
+def current_runtime() -> JobRuntime | None:
+    """What ``start_job_engine`` started in this process (None before, or after the stop)."""
+    return _runtime
+
+
 def job_queue(ctx: AppContext | None = None) -> JobQueue:
     """The JobQueue to use: the started runtime's, else one for the configured engine."""
     runtime = _runtime
@@ -95,3 +101,9 @@ def job_queue(ctx: AppContext | None = None) -> JobQueue:
         return runtime.queue
     ctx = ctx or current_app()
     return JobQueue(ctx.db, build_dispatcher(ctx.config))
+
+
+def job_service(ctx: AppContext | None = None) -> JobService:
+    """Jobs on behalf of users: the queue of ``job_queue`` behind the audited access check."""
+    ctx = ctx or current_app()
+    return JobService(job_queue(ctx), ctx.auth.access)

@@ -21,6 +21,7 @@ from stalwart.job_runtime import job_queue, start_job_engine, stop_job_engine
 from stalwart.pages import job_demo
 from stalwart.web.asgi import SHELL_SCRIPT
 from tests import job_functions
+from tests.conftest import editor
 from tests.e2e.conftest import SECRET
 from tests.jobs_harness import FAST_ENV, wait_status
 
@@ -33,6 +34,7 @@ def app_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTes
         monkeypatch.delenv(name)
     monkeypatch.setenv("STALWART_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("STALWART_SECRET_KEY", SECRET)
+    monkeypatch.setenv("STALWART_AUTH_MODE", "off")  # sign-in has tests of its own
     for name, value in FAST_ENV.items():
         monkeypatch.setenv(name, value)
     stop_job_engine()
@@ -285,16 +287,24 @@ def test_acting_on_someone_elses_job_is_refused(app_test: AppTest) -> None:
     open_page(app_test, "jobs")
     queue = job_queue()
     theirs = queue.enqueue(Job.of(job_functions.add, {"a": 1, "b": 2}, owner="someone-else"))
+    from stalwart.core.session import UserSession
+    from stalwart.job_runtime import job_service
+    from stalwart.widgets.auth import _STATE_KEY, _AuthState
     from stalwart.widgets.jobs import cancel_job
 
-    # The callback guards the id it is given, whatever a crafted request names.
+    # The callback's service checks the job's owner against who acts, whatever id a crafted
+    # request names: an editor may cancel their own jobs only.
+    me = editor("me")
     with pytest.MonkeyPatch.context() as mp:
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = {
+            _STATE_KEY: _AuthState(me, None, UserSession("sid", "tab", True, "jobs", {}))
+        }
         mp.setattr("stalwart.widgets.jobs.st.session_state", state)
-        cancel_job(queue, theirs, "me")
+        mp.setattr("stalwart.widgets.auth.st.session_state", state)
+        cancel_job(job_service(), theirs)
 
     assert queue.poll(theirs).status == JobStatus.QUEUED
-    assert "belongs to someone else" in state["_stalwart_job_notice"][2]
+    assert "other people's jobs" in state["_stalwart_job_notice"][2]
 
 
 # --- the finish notifier --------------------------------------------------------------------

@@ -44,6 +44,7 @@ from tests.jobs_harness import (
     wait_for,
     wait_status,
 )
+from tests.log_check import watch_log_file
 
 
 @pytest.mark.slow
@@ -266,6 +267,7 @@ def _start_rq_worker(
         STALWART_LOG_LEVEL="INFO",
         **FAST_ENV,
     )
+    watch_log_file(tmp / "worker.log", "rq worker")
     with (tmp / "worker.log").open("ab") as log:
         return subprocess.Popen(
             [PYTHON, "-m", "stalwart.cli.main", "jobs", "worker", "--engine", "rq"],

@@ -190,6 +190,21 @@ def test_a_job_over_its_timeout_fails_with_a_clear_message(jobs: Jobs) -> None:
     assert done.can_retry
 
 
+def test_a_job_stopped_during_a_progress_write_stops_and_frees_its_worker(jobs: Jobs) -> None:
+    # The hard stop waits for the write (database, logging) to end, then stops the function;
+    # if it never came, the worker would be busy for two minutes and the next job would wait.
+    for _ in range(3):
+        job_id = jobs.queue.enqueue(
+            Job.of(fns.chatty, {"seconds": 120}, timeout_s=0.3, max_attempts=1)
+        )
+        done = wait_status(jobs.queue, job_id, "failed")
+        assert done.error == (
+            "The job ran longer than its limit of 0.3 s (attempt 1 of 1) and was stopped."
+        )
+    after = jobs.queue.enqueue(Job.of(fns.add, {"a": 2, "b": 3}))
+    assert wait_status(jobs.queue, after, "succeeded").result == {"sum": 5}
+
+
 def test_errors_retry_with_backoff_then_fail_with_the_message(jobs: Jobs) -> None:
     job_id = jobs.queue.enqueue(Job.of(fns.flaky, {"message": "the data is bad"}, max_attempts=3))
     done = wait_status(jobs.queue, job_id, "failed")

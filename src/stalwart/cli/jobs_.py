@@ -12,6 +12,7 @@ from stalwart.cli.context import cli_context
 from stalwart.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail
 from stalwart.core.job_engines import EmbeddedEngine, run_rq_worker
 from stalwart.core.jobs import JobQueue, JobResult, JobSettings, JobStatus
+from stalwart.core.logs import get_logger
 from stalwart.errors import JobNotFoundError, StalwartError
 from stalwart.job_runtime import job_queue
 
@@ -47,15 +48,20 @@ def worker_command(
             run_rq_worker(cfg, ctx.db, concurrency=concurrency or 1)
             return
         pool = EmbeddedEngine(
-            ctx.db, JobSettings.from_config(cfg), workers=concurrency or max(1, cfg.jobs_workers)
+            ctx.db,
+            JobSettings.from_config(cfg),
+            workers=concurrency or max(1, cfg.jobs_workers),
+            metrics=ctx.metrics,  # reaches the app's /metrics through STALWART_METRICS_DIR
         )
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         pool.start()
-        typer.echo(f"embedded worker running {pool.workers} thread(s); Ctrl+C to stop", err=True)
+        # A worker is a service: its stderr is its log, so these are log lines, not text.
+        log = get_logger("stalwart.cli.jobs")
+        log.info("embedded worker running; Ctrl+C to stop", threads=pool.workers)
         stop.wait()
-        typer.echo("stopping: letting running jobs finish…", err=True)
+        log.info("stopping: letting running jobs finish")
         pool.stop()
     except StalwartError as err:
         fail(err, EXIT_FAILURE)

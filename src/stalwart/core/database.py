@@ -97,6 +97,16 @@ class Invalidator(Protocol):
         """Make the cached values of ``scopes`` unreachable."""
 
 
+class TxMonitor(Protocol):
+    """What ``run_tx`` tells about every transaction (the app's ``Metrics``)."""
+
+    def transaction_retried(self, kind: str) -> None:
+        """A transient failure of ``kind`` (busy, deadlock, disconnect...) is retried."""
+
+    def transaction_ended(self, seconds: float, error: BaseException | None) -> None:
+        """``run_tx`` returned after ``seconds`` (retries included), or raised ``error``."""
+
+
 class DB:
     """One database: its engine, its dialect and the serialised write path."""
 
@@ -109,10 +119,13 @@ class DB:
         connect_timeout_s: int = 5,
         retry: RetryPolicy | None = None,
         invalidator: Invalidator | None = None,
+        monitor: TxMonitor | None = None,
     ) -> None:
         self.url = make_url(url)
         #: told the cache scopes of every committed UnitOfWork (the app's Cache)
         self.invalidator = invalidator
+        #: told how long each run_tx took, its retries and failures (the app's Metrics)
+        self.monitor = monitor
         self.dialect: str = self.url.get_backend_name()
         self.retry = retry or RetryPolicy()
         self.busy_timeout_ms = busy_timeout_ms
@@ -136,7 +149,13 @@ class DB:
         self._behind = _WriteBehind(self)
 
     @classmethod
-    def from_config(cls, cfg: AppConfig, *, invalidator: Invalidator | None = None) -> DB:
+    def from_config(
+        cls,
+        cfg: AppConfig,
+        *,
+        invalidator: Invalidator | None = None,
+        monitor: TxMonitor | None = None,
+    ) -> DB:
         """Build the DB the settings describe."""
         return cls(
             cfg.resolved_database_url,
@@ -145,6 +164,7 @@ class DB:
             connect_timeout_s=cfg.db_connect_timeout_s,
             retry=RetryPolicy(cfg.tx_max_attempts, cfg.tx_backoff_initial_s, cfg.tx_backoff_max_s),
             invalidator=invalidator,
+            monitor=monitor,
         )
 
     @property
@@ -225,6 +245,26 @@ class DB:
         replay of the key returns it without running ``fn`` again. ``retry`` overrides the
         database's policy (an interaction may prefer to give up fast and retry later).
         """
+        monitor = self.monitor
+        if monitor is None:
+            return self._run_tx(fn, idempotency_key, user, on_retry, retry)
+        started = time.perf_counter()
+        try:
+            result = self._run_tx(fn, idempotency_key, user, on_retry, retry)
+        except BaseException as exc:
+            monitor.transaction_ended(time.perf_counter() - started, exc)
+            raise
+        monitor.transaction_ended(time.perf_counter() - started, None)
+        return result
+
+    def _run_tx(
+        self,
+        fn: Callable[[UnitOfWork], T],
+        idempotency_key: str | None,
+        user: str,
+        on_retry: Callable[[RetryNotice], None] | None,
+        retry: RetryPolicy | None,
+    ) -> T:
         policy = retry or self.retry
 
         def before_sleep(state: RetryCallState) -> None:
@@ -239,6 +279,8 @@ class DB:
                 kind=err.kind,
                 error=err.message,
             )
+            if self.monitor is not None:
+                self.monitor.transaction_retried(err.kind)
             if on_retry is not None:
                 on_retry(RetryNotice(state.attempt_number, policy.max_attempts, wait_s, err))
 
@@ -388,6 +430,18 @@ class DB:
     def flush_behind(self, timeout_s: float = 10.0) -> bool:
         """Wait until the writes ``write_behind`` took so far are done; False on timeout."""
         return self._behind.flush(timeout_s)
+
+    def fork_guard(self) -> AbstractContextManager[Any]:
+        """Hold this while forking a process that will open the database itself.
+
+        SQLite keeps its file-lock state per process in memory; a child forked while another
+        thread of ours is inside a write transaction inherits state saying that this process
+        holds the lock, and every write of the child then fails with "database is locked"
+        although no one holds it any more. Holding the write lock means no write transaction
+        of this process is open (reads do not take it: they take no write lock in WAL mode).
+        On PostgreSQL it holds nothing.
+        """
+        return self._write_lock
 
     def dispose(self) -> None:
         """Finish the pending write-behind, then close every pooled connection."""

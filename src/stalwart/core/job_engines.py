@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -40,6 +41,7 @@ from stalwart.core.job_runner import (
 )
 from stalwart.core.jobs import Dispatcher, JobSettings, NoDispatch
 from stalwart.core.logs import get_logger
+from stalwart.core.metrics import Metrics
 from stalwart.errors import JobBackendUnavailableError, StalwartError
 from stalwart.models.base import utcnow
 
@@ -77,6 +79,11 @@ class Sweeper:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    @property
+    def alive(self) -> bool:
+        """True while the sweeping thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def sweep(self) -> list[str]:
         """One pass: the ids of jobs handed to the engine again."""
         again = reap_lapsed(self.db, self.settings, self.dispatcher)
@@ -99,10 +106,14 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, db: DB, settings: JobSettings, *, workers: int = 2) -> None:
+    def __init__(
+        self, db: DB, settings: JobSettings, *, workers: int = 2, metrics: Metrics | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
         self.workers = workers
+        #: told each run's duration and outcome
+        self.metrics = metrics
         self.sweeper = Sweeper(db, settings, self, redispatch=False)
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -145,6 +156,16 @@ class EmbeddedEngine:
         log.info("embedded job engine stopped", released=len(unfinished))
 
     @property
+    def alive(self) -> bool:
+        """True while started, not stopping, and every worker thread and the sweeper run."""
+        return (
+            not self._stopping.is_set()
+            and len(self._threads) == self.workers
+            and all(t.is_alive() for t in self._threads)
+            and self.sweeper.alive
+        )
+
+    @property
     def running(self) -> int:
         """How many jobs this engine is running now."""
         with self._lock:
@@ -164,7 +185,7 @@ class EmbeddedEngine:
                 def track(execution: Execution | None, job_id: str = job_id) -> None:
                     self._track(job_id, execution)
 
-                run_claimed(self.db, claim, self.settings, self, track=track)
+                run_claimed(self.db, claim, self.settings, self, track=track, metrics=self.metrics)
             except HardStop:
                 continue  # a hard stop that landed after its job had ended
             except StalwartError as err:
@@ -241,6 +262,7 @@ class _ProcessRuntime:
     db: DB
     settings: JobSettings
     dispatcher: Dispatcher
+    metrics: Metrics
 
 
 _runtime: _ProcessRuntime | None = None
@@ -255,8 +277,15 @@ def _process_runtime() -> _ProcessRuntime:
         if _runtime is None or _runtime.pid != os.getpid():
             cfg = load_config()
             settings = JobSettings.from_config(cfg)
+            # With STALWART_METRICS_DIR the work horse's durations and transactions reach the
+            # app's /metrics (they share the directory); without it they are not seen.
+            metrics = Metrics.from_config(cfg)
             _runtime = _ProcessRuntime(
-                os.getpid(), DB.from_config(cfg), settings, build_dispatcher(cfg, settings)
+                os.getpid(),
+                DB.from_config(cfg, monitor=metrics),
+                settings,
+                build_dispatcher(cfg, settings),
+                metrics,
             )
         return _runtime
 
@@ -270,7 +299,9 @@ def run_rq_job(job_id: str) -> str | None:
         log.info("rq job has nothing to run", job_id=job_id)
         return None
     try:
-        status = run_claimed(runtime.db, claim, runtime.settings, runtime.dispatcher)
+        status = run_claimed(
+            runtime.db, claim, runtime.settings, runtime.dispatcher, metrics=runtime.metrics
+        )
     except HardStop:
         return None
     return status.value if status is not None else None
@@ -292,13 +323,16 @@ def run_rq_worker(
     settings = JobSettings.from_config(cfg)
     dispatcher = RQDispatcher(cfg.redis_url.get_secret_value(), cfg.jobs_queue, settings)
     dispatcher.check()
+    _quiet_scheduler_crash()
     sweeper = Sweeper(db, settings, dispatcher, redispatch=True)
     sweeper.sweep()  # jobs orphaned while no worker ran
     sweeper.start()
     log.info("rq worker starting", queue=cfg.jobs_queue, concurrency=concurrency)
     try:
         if concurrency == 1:
-            _work_reconnecting(worker_class, dispatcher, burst=burst, logging_level=cfg.log_level)
+            _work_reconnecting(
+                worker_class, dispatcher, db, burst=burst, logging_level=cfg.log_level
+            )
         else:
             # The pool replaces a worker process whose loop ended (a lost Redis among causes).
             pool = WorkerPool(
@@ -310,9 +344,28 @@ def run_rq_worker(
         log.info("rq worker stopped")
 
 
+def _quiet_scheduler_crash() -> None:
+    """RQ's scheduler process logs its failure (a lost Redis) and re-raises it, and
+    multiprocessing then prints the traceback again, as text, on stderr: every line of a
+    worker's output is to be a JSON log line, so after RQ's log line it exits 1 instead."""
+    import rq.scheduler
+
+    original = getattr(rq.scheduler.run, "__wrapped__", rq.scheduler.run)
+
+    @functools.wraps(original)
+    def run(scheduler: Any) -> None:
+        try:
+            original(scheduler)
+        except Exception:  # logged by RQ with its traceback (through our chain)
+            raise SystemExit(1) from None
+
+    rq.scheduler.run = run
+
+
 def _work_reconnecting(
     worker_class: type[BaseWorker],
     dispatcher: RQDispatcher,
+    db: DB,
     *,
     burst: bool,
     logging_level: str,
@@ -332,6 +385,12 @@ def _work_reconnecting(
         def handle_warm_shutdown_request(self) -> None:
             stop.set()
             super().handle_warm_shutdown_request()
+
+        def fork_work_horse(self, job: Any, queue: Any) -> None:
+            # Not while the sweeper thread is inside a write transaction: the work horse
+            # would inherit SQLite's lock state and find the database locked (DB.fork_guard).
+            with db.fork_guard():
+                super().fork_work_horse(job, queue)
 
     while True:
         name = f"{dispatcher.queue.name}-{uuid.uuid4().hex[:8]}"  # says which queue it serves

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import or_, select, update
 
@@ -45,6 +45,9 @@ from stalwart.core.logs import get_logger, trace
 from stalwart.errors import JobCancelled, JobDefinitionError, StalwartError
 from stalwart.models import JobRecord
 from stalwart.models.base import utcnow
+
+if TYPE_CHECKING:
+    from stalwart.core.metrics import Metrics
 
 S = JobStatus
 log = get_logger(__name__)
@@ -175,18 +178,25 @@ class Execution:
         dispatcher: Dispatcher,
         *,
         on_end: Callable[[str], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.claim = claim
         self.settings = settings
         self.dispatcher = dispatcher
         self.on_end = on_end
+        #: told how long the run took and how it ended
+        self.metrics = metrics
         self.reporter = Reporter(self._write_progress)
         self._lock = threading.Lock()
         self._ended = False
         self._final: JobStatus | None = None
         self._thread_id: int | None = None
         self._in_function = False
+        # True while the job's thread runs our own code for it (a progress write: database,
+        # logging, retries): a hard stop then waits for the write to end (see _interrupt).
+        self._in_framework = False
+        self._stop_deferred = False
         self._stop_monitor = threading.Event()
 
     @property
@@ -211,11 +221,15 @@ class Execution:
                 pass  # the monitor recorded how the job ended
             finally:
                 self._stop_monitor.set()
+            seconds = time.monotonic() - started
             log.info(
                 "job run ended",
                 status=self._final.value if self._final else "taken over",
-                seconds=round(time.monotonic() - started, 3),
+                seconds=round(seconds, 3),
             )
+            if self.metrics is not None:
+                ended = self._final.value if self._final else "taken_over"
+                self.metrics.observe_job(ended, seconds)
             return self._final
 
     def _call(self) -> _Outcome:
@@ -253,6 +267,13 @@ class Execution:
         with self._lock:
             if not self._in_function or self._thread_id is None:
                 return
+            if self._in_framework:
+                # An exception raised asynchronously inside SQLAlchemy, logging or a lock's
+                # bookkeeping can leave a connection or a lock half-released; the write
+                # raises HardStop itself when it ends.
+                self._stop_deferred = True
+                return
+            self._in_function = False  # one hard stop per run
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self._thread_id), ctypes.py_object(HardStop)
             )
@@ -330,7 +351,21 @@ class Execution:
         return JobStatus(record.status)
 
     def _write_progress(self, pct: float, message: str) -> bool:
-        cancel = self.db.run_tx(lambda uow: self._beat(uow, (pct, message)))
+        # Called in the job's thread, from inside the job function (Reporter.report).
+        with self._lock:
+            self._in_framework = True
+        try:
+            cancel = self.db.run_tx(lambda uow: self._beat(uow, (pct, message)))
+        finally:
+            with self._lock:
+                self._in_framework = False
+                stop, self._stop_deferred = self._stop_deferred, False
+                if stop:
+                    self._in_function = False
+            if stop:
+                # Also when the write failed: a function catching that error must not go
+                # on running past its hard stop.
+                raise HardStop
         return bool(cancel)
 
     def _beat(self, uow: UnitOfWork, progress: tuple[float, str] | None) -> bool | None:
@@ -408,9 +443,11 @@ def run_claimed(
     dispatcher: Dispatcher,
     *,
     track: Callable[[Execution | None], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> JobStatus | None:
-    """Run a claimed job to its end in this thread (``track`` sees the Execution while it runs)."""
-    execution = Execution(db, claim, settings, dispatcher)
+    """Run a claimed job to its end in this thread (``track`` sees the Execution while it runs;
+    ``metrics`` is told its duration and how it ended)."""
+    execution = Execution(db, claim, settings, dispatcher, metrics=metrics)
     if track is not None:
         track(execution)
     try:

@@ -24,12 +24,12 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from stalwart.core.config import AppConfig
 from stalwart.core.database import DB, UnitOfWork
@@ -546,6 +546,31 @@ class JobQueue:
         # After the commit: a broker that is down leaves the job queued in the table, where
         # the engine's sweeper finds it again.
         self.dispatcher.dispatch(job_id, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """Jobs per status (every status, 0 if none) and how long the oldest queued one waits."""
+
+    by_status: Mapping[str, int]
+    oldest_queued_age_s: float
+
+
+def count_jobs(db: DB) -> JobCounts:
+    """One grouped read of the ``jobs`` table (for the metrics gauges)."""
+    query = select(JobRecord.status, func.count(), func.min(JobRecord.queued_at)).group_by(
+        JobRecord.status
+    )
+    with db.unit_of_work(read_only=True) as uow:
+        rows = uow.session.execute(query).all()
+    counts = {status.value: 0 for status in JobStatus}
+    oldest: datetime | None = None
+    for status, count, first_queued in rows:
+        counts[str(status)] = int(count)
+        if status == S.QUEUED and first_queued is not None:
+            oldest = first_queued if first_queued.tzinfo else first_queued.replace(tzinfo=UTC)
+    age = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else 0.0
+    return JobCounts(counts, age)
 
 
 def _locked(uow: UnitOfWork, job_id: str) -> JobRecord:

@@ -19,11 +19,15 @@ import streamlit as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stalwart.core.compute.schemas import PortfolioRiskParams
-from stalwart.core.jobs import Job, JobQueue, JobResult, JobStatus, function_reference
+from stalwart.core.jobs import Job, JobResult, JobStatus, function_reference
+from stalwart.core.rbac import ENQUEUE_JOB, Principal
 from stalwart.errors import StalwartError
-from stalwart.job_runtime import job_queue
+from stalwart.job_runtime import job_service
 from stalwart.pages.base import Page, PageRequest
 from stalwart.services.compute_jobs import portfolio_risk
+from stalwart.services.job_service import JobService
+from stalwart.widgets.auth import fresh_principal
+from stalwart.widgets.interactions import traced
 from stalwart.widgets.jobs import (
     job_actions,
     job_label,
@@ -100,14 +104,13 @@ class JobDemoPage(Page):
 
     def render(self, ctx: AppContext, req: PageRequest) -> None:
         """The parameters form, then the user's recent jobs of this kind, live."""
-        queue = job_queue(ctx)
-        owner = job_owner(req.session)
+        service = job_service(ctx)
         st.title(self.title)
         st.caption(
             "Value at risk of a portfolio by Monte-Carlo simulation, run as a background "
             "job: it keeps running when you leave this page or close the browser."
         )
-        _parameters_form(queue, owner)
+        _parameters_form(service, req.principal)
         started = st.session_state.pop(_STARTED_KEY, None)
         if started:
             st.toast(f"Started job {started[:8]}.", icon=":material/play_circle:")
@@ -115,13 +118,15 @@ class JobDemoPage(Page):
         head.subheader("Your recent portfolio risk jobs")
         with link:
             nav_links("job-demo-all", [Link("All jobs", "jobs")], label="Jobs", layout="row")
-        live_jobs("job_demo", lambda: _recent(queue, owner), lambda jobs: _draw(queue, owner, jobs))
+        live_jobs(
+            "job_demo", lambda: _recent(service, req.principal), lambda jobs: _draw(service, jobs)
+        )
 
 
 # --- the form -------------------------------------------------------------------------------
 
 
-def _parameters_form(queue: JobQueue, owner: str) -> None:
+def _parameters_form(service: JobService, actor: Principal) -> None:
     values = {**DEFAULTS, **st.session_state.get(_PARAMS_KEY, {})}
     errors: dict[str, str] = st.session_state.get(_ERRORS_KEY, {})
 
@@ -157,13 +162,16 @@ def _parameters_form(queue: JobQueue, owner: str) -> None:
             with opt_right:
                 number("max_attempts", step=1, help="1 to 10; a failed attempt is retried")
         _field_error(errors, "form")
+        may_start = actor.can(ENQUEUE_JOB)
         st.form_submit_button(
             "Start",
             key="jd-start",
             type="primary",
             icon=":material/play_arrow:",
             on_click=start_job,
-            args=(queue, owner),
+            args=(service,),
+            disabled=not may_start,
+            help=None if may_start else f"Your role {actor.role!r} may not start jobs.",
         )
 
 
@@ -177,8 +185,11 @@ def form_values() -> dict[str, Any]:
     return {name: st.session_state.get(_PREFIX + name, value) for name, value in DEFAULTS.items()}
 
 
-def start_job(queue: JobQueue, owner: str) -> None:
+@traced
+def start_job(service: JobService) -> None:
     """Start's callback: validate the form and enqueue one job, or name what is wrong."""
+    actor = fresh_principal()
+    owner = job_owner(actor)
     raw = form_values()
     st.session_state[_PARAMS_KEY] = raw  # the form shows these again, even after leaving
     try:
@@ -188,7 +199,8 @@ def start_job(queue: JobQueue, owner: str) -> None:
         return
     st.session_state[_ERRORS_KEY] = {}
     try:
-        job_id = queue.enqueue(
+        job_id = service.enqueue(
+            actor,
             Job.of(
                 portfolio_risk,
                 params,
@@ -197,7 +209,6 @@ def start_job(queue: JobQueue, owner: str) -> None:
                 max_attempts=options.max_attempts,
                 idempotency_key=click_key(owner, params, options),
             ),
-            user=owner,
         )
     except StalwartError as err:
         st.session_state[_ERRORS_KEY] = {"form": f"{err.message} {err.action}"}
@@ -278,12 +289,12 @@ def click_key(owner: str, params: PortfolioRiskParams, options: JobOptions) -> s
 # --- the jobs -------------------------------------------------------------------------------
 
 
-def _recent(queue: JobQueue, owner: str) -> list[JobResult]:
-    jobs = queue.list_jobs(owner=owner, limit=50)
+def _recent(service: JobService, actor: Principal) -> list[JobResult]:
+    jobs = service.list_jobs(actor, limit=50)
     return [job for job in jobs if job.function == FUNCTION][:RECENT]
 
 
-def _draw(queue: JobQueue, owner: str, jobs: list[JobResult]) -> None:
+def _draw(service: JobService, jobs: list[JobResult]) -> None:
     if not jobs:
         st.caption("No jobs yet: set the parameters and press **Start**.")
         return
@@ -295,7 +306,7 @@ def _draw(queue: JobQueue, owner: str, jobs: list[JobResult]) -> None:
                 _result(job)
             elif job.error and job.status in (JobStatus.FAILED, JobStatus.RETRYING):
                 st.error(job.error, icon=":material/error:")
-            job_actions(queue, job, owner, key="jd")
+            job_actions(service, job, key="jd")
 
 
 def _result(job: JobResult) -> None:

@@ -3,10 +3,8 @@
 A table of the user's jobs (status, progress, duration, attempts, error) filtered by status,
 and under it one job chosen from the list with its progress bar, error, result and the
 Cancel / Retry buttons. Everything is read from the ``jobs`` table, so a browser closed and
-opened again finds its jobs where they are.
-
-TODO(RBAC issue): admins will see (and act on) everyone's jobs; until roles exist every user
-sees only the jobs their browser identity started.
+opened again finds its jobs where they are. A role with ``manage_jobs`` (admin) may switch to
+everyone's jobs and cancel or retry any of them.
 """
 
 from __future__ import annotations
@@ -15,15 +13,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 import streamlit as st
 
-from stalwart.core.jobs import JobQueue, JobResult, JobStatus
-from stalwart.job_runtime import job_queue
+from stalwart.core.jobs import JobResult, JobStatus
+from stalwart.core.rbac import EXPORT_DATA
+from stalwart.job_runtime import job_service
 from stalwart.pages.base import Page, PageRequest
+from stalwart.services.export_service import ExportService
+from stalwart.services.exports import CSV_MEDIA_TYPE
+from stalwart.services.job_service import JobService
+from stalwart.widgets.auth import fresh_principal
 from stalwart.widgets.jobs import (
     STATUS_ICONS,
     format_duration,
     job_actions,
     job_label,
-    job_owner,
     job_progress,
     job_title,
     live_jobs,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 LIMIT: Final = 200
 _FILTER_KEY: Final = "jobs-status-filter"
 _SELECTED_KEY: Final = "jobs-selected"
+_EVERYONE_KEY: Final = "jobs-everyone"
 
 
 class JobsPage(Page):
@@ -49,10 +52,13 @@ class JobsPage(Page):
 
     def render(self, ctx: AppContext, req: PageRequest) -> None:
         """The status filter, then the table and the chosen job (a live fragment)."""
-        queue = job_queue(ctx)
-        owner = job_owner(req.session)
+        service = job_service(ctx)
         st.title(self.title)
-        st.caption("Your background jobs, newest first; this page follows them while they run.")
+        everyone = service.may_manage(req.principal) and st.toggle(
+            "Everyone's jobs", key=_EVERYONE_KEY, help="Your role may see and act on every job."
+        )
+        whose = "Every user's" if everyone else "Your"
+        st.caption(f"{whose} background jobs, newest first; this page follows them while they run.")
         wanted = st.pills(
             "Status",
             [status.value for status in JobStatus],
@@ -63,15 +69,29 @@ class JobsPage(Page):
         statuses = list(wanted) or None
 
         def read() -> list[JobResult]:
-            return queue.list_jobs(owner=owner, status=statuses, limit=LIMIT)
+            return service.list_jobs(req.principal, everyone=everyone, status=statuses, limit=LIMIT)
 
-        live_jobs("jobs_page", read, lambda jobs: _draw(queue, owner, jobs))
+        live_jobs("jobs_page", read, lambda jobs: _draw(service, jobs, everyone=everyone))
+        if req.principal.can(EXPORT_DATA):
+            exporter = ExportService(ctx.auth.access)
+            st.download_button(
+                "Download as CSV",
+                # Made when clicked, for whoever is signed in then (checked again, audited).
+                data=lambda: exporter.csv(
+                    fresh_principal(), job_rows(read(), owners=everyone), what="jobs"
+                ),
+                file_name="jobs.csv",
+                mime=CSV_MEDIA_TYPE,
+                icon=":material/download:",
+                key="jobs-export",
+            )
 
 
-def job_rows(jobs: list[JobResult]) -> list[dict[str, Any]]:
-    """The table's rows: one per job."""
+def job_rows(jobs: list[JobResult], *, owners: bool = False) -> list[dict[str, Any]]:
+    """The table's rows: one per job (with ``owners``, who started it)."""
     return [
         {
+            **({"owner": job.owner} if owners else {}),
             "job": job_title(job),
             "status": job.status.value,
             "progress": round(job.progress, 1),
@@ -86,12 +106,12 @@ def job_rows(jobs: list[JobResult]) -> list[dict[str, Any]]:
     ]
 
 
-def _draw(queue: JobQueue, owner: str, jobs: list[JobResult]) -> None:
+def _draw(service: JobService, jobs: list[JobResult], *, everyone: bool) -> None:
     if not jobs:
         st.caption("No jobs to show. Start one on the Job demo page.")
         return
     st.dataframe(
-        job_rows(jobs),
+        job_rows(jobs, owners=everyone),
         hide_index=True,
         width="stretch",
         column_config={
@@ -124,4 +144,4 @@ def _draw(queue: JobQueue, owner: str, jobs: list[JobResult]) -> None:
                     f"Value at risk **{var:,.0f}**, expected shortfall **{shortfall:,.0f}**"
                 )
         st.caption(f"id {job.id} · trace {job.trace_id} · engine {job.engine}")
-        job_actions(queue, job, owner, key="jobs")
+        job_actions(service, job, key="jobs")

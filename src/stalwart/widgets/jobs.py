@@ -17,10 +17,13 @@ from typing import Any, Final
 import streamlit as st
 
 from stalwart.core.jobs import JobQueue, JobResult, JobStatus, function_reference
-from stalwart.core.session import UserSession
+from stalwart.core.rbac import Principal, job_action
 from stalwart.errors import StalwartError
 from stalwart.models.base import utcnow
 from stalwart.services.compute_jobs import portfolio_risk
+from stalwart.services.job_service import JobService
+from stalwart.widgets.auth import current_principal, fresh_principal
+from stalwart.widgets.interactions import fragment, traced
 
 #: Seconds between two reads of the table while a page shows a job that is unfinished.
 LIVE_INTERVAL_S: Final = 1.0
@@ -53,14 +56,12 @@ _WATCH_KEY: Final = "_stalwart_job_watch"
 _CHANGES_KEY: Final = "_stalwart_job_changes"
 
 
-def job_owner(session: UserSession) -> str:
-    """The owner recorded on jobs this browser starts (its session id, as forms' ``saved_by``).
+def job_owner(principal: Principal) -> str:
+    """The owner recorded on jobs a user starts: their username.
 
-    A browser without the identity cookie has an ephemeral id ("ephemeral-" and 32 random hex
-    digits) whose first 12 characters would be shared by many: it owns its jobs by the whole id.
-    TODO(auth issue): the logged-in user once there is one; the browser identity until then.
+    With sign-in off, the "user" is the browser identity (``widgets.auth.off_principal``).
     """
-    return session.id[:12] if session.persistent else session.id
+    return principal.username
 
 
 def job_title(job: JobResult) -> str:
@@ -115,34 +116,33 @@ def job_progress(job: JobResult) -> None:
 # --- actions --------------------------------------------------------------------------------
 
 
-def cancel_job(queue: JobQueue, job_id: str, owner: str) -> None:
-    """Button callback: cancel ``job_id`` if it is ``owner``'s; the outcome becomes a notice."""
-    _act(queue, job_id, owner, "cancel")
+@traced
+def cancel_job(service: JobService, job_id: str) -> None:
+    """Button callback: cancel ``job_id`` as the signed-in user; the outcome becomes a notice."""
+    _act(service, job_id, "cancel")
 
 
-def retry_job(queue: JobQueue, job_id: str, owner: str) -> None:
-    """Button callback: retry ``job_id`` if it is ``owner``'s; the outcome becomes a notice."""
-    _act(queue, job_id, owner, "retry")
+@traced
+def retry_job(service: JobService, job_id: str) -> None:
+    """Button callback: retry ``job_id`` as the signed-in user; the outcome becomes a notice."""
+    _act(service, job_id, "retry")
 
 
-def _act(queue: JobQueue, job_id: str, owner: str, action: str) -> None:
+def _act(service: JobService, job_id: str, action: str) -> None:
     # Runs as an on_click callback, before the fragment body reads the table again, so the
-    # view drawn after it shows the new status.
+    # view drawn after it shows the new status. The service checks who may act on the job
+    # (its owner, or a role that manages jobs), with the sign-in as of now.
+    actor = fresh_principal()
     try:
-        job = queue.poll(job_id)
-        if job.owner != owner:  # TODO(RBAC issue): admins may act on everyone's jobs
-            raise StalwartError(
-                "This job belongs to someone else.", "Act only on jobs you started."
-            )
         if action == "cancel":
-            done = queue.cancel(job_id, user=owner)
+            done = service.cancel(actor, job_id)
             text = (
                 "Cancel requested; it stops at its next progress report."
                 if done.status == JobStatus.CANCELLING
                 else "Cancelled."
             )
         else:
-            queue.retry(job_id, user=owner)
+            service.retry(actor, job_id)
             text = "Queued again; its attempts start over."
         note_jobs_changed()  # the notifier watches the job again (cancel: until it stops)
         st.session_state[_NOTICE_KEY] = (job_id, "info", text)
@@ -150,23 +150,29 @@ def _act(queue: JobQueue, job_id: str, owner: str, action: str) -> None:
         st.session_state[_NOTICE_KEY] = (job_id, "warning", f"{err.message} {err.action}")
 
 
-def job_actions(queue: JobQueue, job: JobResult, owner: str, *, key: str) -> None:
-    """Cancel (queued or running) and Retry (failed or cancelled) buttons, then any notice."""
-    if job.can_cancel:
+def job_actions(service: JobService, job: JobResult, *, key: str) -> None:
+    """Cancel (queued or running) and Retry (failed or cancelled) buttons, then any notice.
+
+    Shown to those who may use them (the job's owner with ``run_jobs``, or ``manage_jobs``);
+    the service checks again when one is pressed.
+    """
+    actor = current_principal()
+    allowed = actor.can(job_action(actor, job.owner))
+    if job.can_cancel and allowed:
         st.button(
             "Cancel",
             key=f"{key}-cancel-{job.id}",
             icon=":material/stop_circle:",
             on_click=cancel_job,
-            args=(queue, job.id, owner),
+            args=(service, job.id),
         )
-    if job.can_retry:
+    if job.can_retry and allowed:
         st.button(
             "Retry",
             key=f"{key}-retry-{job.id}",
             icon=":material/replay:",
             on_click=retry_job,
-            args=(queue, job.id, owner),
+            args=(service, job.id),
         )
     notice = st.session_state.get(_NOTICE_KEY)
     if notice and notice[0] == job.id:
@@ -217,7 +223,7 @@ def live_jobs(
         draw(current)
 
     body.__qualname__ = body.__name__ = f"live_jobs_{name}"  # the fragment's identity
-    st.fragment(body, run_every=interval)()
+    fragment(body, run_every=interval)()
 
 
 # --- finish notifications -------------------------------------------------------------------
@@ -298,7 +304,7 @@ def job_notifier(queue: JobQueue, owner: str) -> None:
         announce(current, state)
 
     interval = NOTIFY_INTERVAL_S if any_unfinished(rows) else None
-    st.fragment(job_finish_watch, run_every=interval)()
+    fragment(job_finish_watch, run_every=interval)()
 
 
 def announce(jobs: Sequence[JobResult], state: WatchState) -> None:
