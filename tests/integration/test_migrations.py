@@ -34,6 +34,11 @@ TABLES = {
     "users",
     "login_sessions",
     "login_throttle",
+    "events",
+    "deployments",
+    "metric_samples",
+    "error_reports",
+    "oidc_handoffs",
 }
 
 

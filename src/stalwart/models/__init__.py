@@ -7,17 +7,23 @@ from stalwart.models.idempotency import IdempotencyKey
 from stalwart.models.job import JobRecord
 from stalwart.models.project import Project
 from stalwart.models.session import SessionRecord
+from stalwart.models.system import ErrorReport, MetricSample
+from stalwart.models.tracking import Deployment, Event
 from stalwart.models.user import LoginSession, LoginThrottle, User
 
 __all__ = [
     "AuditEntry",
     "Base",
+    "Deployment",
+    "ErrorReport",
+    "Event",
     "FormDraft",
     "FormVersion",
     "IdempotencyKey",
     "JobRecord",
     "LoginSession",
     "LoginThrottle",
+    "MetricSample",
     "Project",
     "SessionRecord",
     "StoredFile",

@@ -87,3 +87,18 @@ def sensitive_fields(model: type[Base]) -> frozenset[str]:
         for attr in inspect(model).column_attrs
         if any(col.info.get("pii") or col.info.get("secret") for col in attr.columns)
     )
+
+
+def marked_fields() -> tuple[frozenset[str], frozenset[str]]:
+    """Attribute names of the columns marked ``PII``, and of those marked ``SECRET``, over
+    every table mapped so far (import ``stalwart.models`` first to have them all)."""
+    pii: set[str] = set()
+    secret: set[str] = set()
+    for mapper in Base.registry.mappers:
+        for attr in mapper.column_attrs:
+            infos = [col.info for col in attr.columns]
+            if any(info.get("secret") for info in infos):
+                secret.add(attr.key)
+            elif any(info.get("pii") for info in infos):
+                pii.add(attr.key)
+    return frozenset(pii), frozenset(secret)

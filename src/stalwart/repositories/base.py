@@ -21,15 +21,15 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import inspect, select
 
+from stalwart.core.audit import REDACTED_CHANGED
 from stalwart.core.cache import CacheKeys
 from stalwart.core.database import UnitOfWork
+from stalwart.core.pii import REDACTED
 from stalwart.errors import ConflictError, NotFoundError
 from stalwart.models import Base
 from stalwart.models.base import sensitive_fields
 
 T = TypeVar("T", bound=Base)
-REDACTED = "[redacted]"
-REDACTED_CHANGED = "[redacted, changed]"
 
 
 class Repository(Generic[T]):
