@@ -321,6 +321,7 @@ def interaction(server: Server, n: int, warmup: int, budget_s: float) -> dict[st
                     warmup=warmup,
                     query_string=query,
                     budget_s=budget_s,
+                    credentials=server.credentials,  # signed in, as run_bench's servers
                 )
             )
             results[name] = summarise(samples).as_dict()

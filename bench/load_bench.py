@@ -6,6 +6,11 @@
 
 Starts plain Streamlit as shipped (``bench/plain_app.py``), the same with Stalwart's server
 tuning, and Stalwart (``app run``), each on a free 127.0.0.1 port (``run_bench.SERVERS``).
+Stalwart runs with sign-in as shipped (STALWART_AUTH_MODE=local): each simulated user signs in
+over HTTP first (its own login token; timed apart) and every run is checked to be the app, not
+the "Sign in" page. ``stalwart-auth-off`` is the same app without sign-in, measured in the same
+run, for the line giving what sign-in costs an interaction; ``--auth off`` runs every Stalwart
+server without sign-in.
 Then, for N = 1, 10 and 50 sessions and each app in turn, N simulated users (each its own
 websocket and cookies, as N browser tabs; ``bench/ws_driver.py``) use the form page for a
 fixed time. A user does, in a seeded random order, with a think time between actions:
@@ -59,12 +64,12 @@ from benchlib import (
     run_part,
     stats,
 )
-from run_bench import SERVERS, Server
+from run_bench import AUTH_MODES, SERVERS, Server, with_auth
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from ws_driver import Scenario, ScenarioUnavailable, Session
 
 LEVELS = (1, 10, 50)
-APPS = ("plain-shipped", "plain-tuned", "stalwart", "stalwart-gc-every-run")
+APPS = ("plain-shipped", "plain-tuned", "stalwart", "stalwart-auth-off", "stalwart-gc-every-run")
 BASELINE = "plain-tuned"  # Stalwart ships the same server tuning
 THINK_S = (0.3, 1.5)  # between a user's actions
 KEY_GAP_S = (0.12, 0.3)  # between keystrokes; the journal sends at most every 120 ms
@@ -81,9 +86,13 @@ OK_STATUSES = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RU
 
 
 def run_problem(result: ws_driver.RunResult | None) -> str | None:
-    """Why a finished run is not a success (its status, an exception drawn), or None."""
+    """Why a finished run is not a success (its status, an exception drawn, the sign-in page
+    instead of the app), or None."""
     if result is None:
         return "no run"
+    signed_out = ws_driver.sign_in_problem(result)
+    if signed_out:
+        return signed_out
     if result.finished not in OK_STATUSES:
         return f"script_finished status {result.finished}"
     if any(e.kind == "exception" for e in result.elements()):
@@ -98,6 +107,7 @@ class Tally:
     samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     connect_ms: list[float] = field(default_factory=list)
+    sign_in_ms: list[float] = field(default_factory=list)
     reconnects: int = 0
 
     def error(self, kind: str, what: str) -> None:
@@ -114,13 +124,27 @@ class User:
         self.session: Session | None = None
         self.ws: Any = None
         self.typed = 0
+        self.cookies: dict[str, str] | None = None  # this user's sign-in, kept across reloads
+
+    async def sign_in(self, tally: Tally) -> None:
+        """With sign-in on: sign in over HTTP once (its own login token), timed apart."""
+        if self.cookies is not None or self.server.credentials is None:
+            return
+        started = time.perf_counter()
+        self.cookies = await asyncio.wait_for(
+            ws_driver.sign_in(self.server.url, *self.server.credentials), self.timeout_s
+        )
+        tally.sign_in_ms.append((time.perf_counter() - started) * 1000)
 
     async def connect(self, tally: Tally) -> None:
-        """Open the session (a browser loading the form page); time it; fresh scenarios."""
+        """Open the session (a browser loading the form page); time it; fresh scenarios.
+        Signs in first if the server wants it (not in the connect time); fails loudly
+        (``SignInPageError``) if the page is the sign-in prompt nonetheless."""
+        await self.sign_in(tally)
         started = time.perf_counter()
         query = self.server.profile.form_query
         session, self.ws = await asyncio.wait_for(
-            ws_driver.open_session(self.server.url, query), self.timeout_s
+            ws_driver.open_session(self.server.url, query, cookies=self.cookies), self.timeout_s
         )
         tally.connect_ms.append((time.perf_counter() - started) * 1000)
         session.timeout_s = self.timeout_s
@@ -269,7 +293,7 @@ async def run_level(
             try:
                 await user.connect(tally)
                 await user.warm_up()
-            except ScenarioUnavailable:
+            except (ScenarioUnavailable, ws_driver.SignInPageError):
                 raise
             except Exception as err:
                 tally.error("connect", f"{type(err).__name__}: {err}"[:120])
@@ -310,6 +334,7 @@ async def run_level(
         "sessions_connected": len(ready),
         "connect_and_warm_up_s": round(connect_s, 1),
         "connect": stats(tally.connect_ms),
+        "sign_in": stats(tally.sign_in_ms),
         "seconds": round(elapsed, 1),
         "interactions_per_s": round(len(every) / elapsed, 1),
         "kinds": {
@@ -342,6 +367,46 @@ def ratios(levels: dict[str, dict[str, Any]], app: str, base: str) -> dict[str, 
                 }
         out[n] = row
     return out
+
+
+AUTH_ON, AUTH_OFF = "stalwart", "stalwart-auth-off"
+
+
+def auth_cost(levels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What sign-in being on costs an interaction: p50/p95 of ``stalwart`` (signed in) and
+    ``stalwart-auth-off`` (STALWART_AUTH_MODE=off, same app) per N, measured in the same run."""
+    out: dict[str, Any] = {}
+    for n, by_app in levels.items():
+        on, off = by_app.get(AUTH_ON, {}), by_app.get(AUTH_OFF, {})
+        if not on.get("all", {}).get("n") or not off.get("all", {}).get("n"):
+            continue
+        row = {}
+        for kind in (*KINDS, "all"):
+            a = on["all"] if kind == "all" else on.get("kinds", {}).get(kind, {})
+            b = off["all"] if kind == "all" else off.get("kinds", {}).get(kind, {})
+            if a.get("n") and b.get("n"):
+                row[kind] = {q: {"on": a[f"{q}_ms"], "off": b[f"{q}_ms"]} for q in ("p50", "p95")}
+        out[n] = row
+    return out
+
+
+def auth_cost_line(doc: dict[str, Any], n: int = TARGET_N) -> str:
+    """One line: per interaction kind, p50 / p95 with sign-in on vs off at ``n``."""
+    row = doc.get("auth_cost", {}).get(str(n))
+    if not row:
+        return f"Sign-in cost at N={n}: not measured (needs apps {AUTH_ON} and {AUTH_OFF})."
+    parts = []
+    for kind, q in row.items():
+        d50 = q["p50"]["on"] - q["p50"]["off"]
+        d95 = q["p95"]["on"] - q["p95"]["off"]
+        parts.append(
+            f"{kind} p50 {q['p50']['on']:.1f} vs {q['p50']['off']:.1f} ({d50:+.1f}), "
+            f"p95 {q['p95']['on']:.1f} vs {q['p95']['off']:.1f} ({d95:+.1f})"
+        )
+    return (
+        f"Sign-in cost per interaction at N={n} (ms, auth local vs off, same run, "
+        f"{AUTH_ON} vs {AUTH_OFF}): " + "; ".join(parts) + "."
+    )
 
 
 def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -390,16 +455,20 @@ def run(
     seconds: float | None = None,
     seed: int = 1,
     profile: int | None = None,
+    auth: str = "local",
 ) -> None:
     """Every level for every app into ``doc`` (levels outermost, so that drifting background
     load hits each app alike); all servers run for the whole measurement and are stopped
     after. ``doc`` keeps what was measured if the run is stopped half-way.
 
     ``profile=N``: then one more level of N sessions on Stalwart with py-spy attached (apart,
-    so that the profiler's cost is in none of the numbers above)."""
+    so that the profiler's cost is in none of the numbers above).
+
+    ``auth``: ``local`` (as shipped: Stalwart's users sign in, ``stalwart-auth-off`` is the
+    same app without sign-in, for the cost line) or ``off`` (every Stalwart server without)."""
     prepare_like_the_app()
     level_s = seconds or (6.0 if quick else 25.0)
-    servers = [s for s in SERVERS if s.name in apps]
+    servers = with_auth([s for s in SERVERS if s.name in apps], auth)
     doc.update(
         {
             "settings": {
@@ -411,6 +480,7 @@ def run(
                 "actions": ACTIONS,
                 "interaction_timeout_s": INTERACTION_TIMEOUT_S,
                 "seed": seed,
+                "auth": auth,
             },
             "apps": {s.name: s.description for s in servers},
             "levels": {},
@@ -427,6 +497,10 @@ def run(
                     print(f"== N={n} {server.name}", file=sys.stderr, flush=True)
                     try:
                         result = asyncio.run(run_level(server, n, level_s, seed))
+                    except ws_driver.SignInPageError as err:
+                        # Not the app: every number would be the sign-in page's. Stop loudly.
+                        print(f"FATAL {server.name}: {err}", file=sys.stderr, flush=True)
+                        raise
                     except Exception as err:
                         result = {"error": f"{type(err).__name__}: {err}", "errors": 1}
                     if server.process is not None and server.process.poll() is not None:
@@ -441,11 +515,13 @@ def run(
             for server in servers:
                 server.stop()
                 doc["server_logs"][server.name] = log_problems(server)
+            names = [s.name for s in servers]
             doc["ratios"] = {
                 f"stalwart/{base}": ratios(doc["levels"], "stalwart", base)
-                for base in apps
-                if base != "stalwart" and "stalwart" in apps
+                for base in names
+                if base != "stalwart" and "stalwart" in names
             }
+            doc["auth_cost"] = auth_cost(doc["levels"])
             doc["targets"] = targets(doc)
 
 
@@ -598,6 +674,19 @@ def report(doc: dict[str, Any]) -> str:
         if n == str(max(int(k) for k in doc["levels"]))
     ]
     lines += ["", "Connect (page load + first run, ms p50 / p95 / p99): " + "; ".join(connects)]
+    sign_ins = [
+        f"{app} N={n}: {ms_cell(r.get('sign_in'))}"
+        for n, by_app in doc["levels"].items()
+        for app, r in by_app.items()
+        if r.get("sign_in", {}).get("n") and n == str(max(int(k) for k in doc["levels"]))
+    ]
+    if sign_ins:
+        lines += [
+            "",
+            "Sign-in (POST /auth/login, cheap argon2 settings; apart from connect, ms p50 / p95 "
+            "/ p99): " + "; ".join(sign_ins),
+        ]
+    lines += ["", auth_cost_line(doc)]
     logs = {k: v for k, v in doc.get("server_logs", {}).items() if v.get("error_lines")}
     for app, log in logs.items():
         lines += ["", f"{app}'s log has {log['error_lines']} error lines, first: "]
@@ -637,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         help="after the levels, N sessions on Stalwart once more under py-spy (installed with "
         "`uv pip install py-spy`), and where its server time goes",
     )
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="local",
+        help="Stalwart's sign-in: local (as shipped; users sign in, and stalwart-auth-off is "
+        "measured beside it for the cost of sign-in) or off (no Stalwart server signs in)",
+    )
     parser.add_argument("--time-limit", type=float, default=900.0, help="watchdog, seconds")
     parser.add_argument("--out", type=Path, help="JSON path (the markdown goes beside it)")
     args = parser.parse_args(argv)
@@ -650,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.seconds,
             seed=args.seed,
             profile=args.profile,
+            auth=args.auth,
         ),
         report,
         quick=args.quick,

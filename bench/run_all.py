@@ -24,6 +24,7 @@ import cache_bench
 import load_bench
 import write_bench
 from benchlib import BenchStop, default_out, now, run_info, target_table, watchdog, write_results
+from run_bench import AUTH_MODES
 
 PARTS = ("cache", "write", "load")  # quick ones first
 
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, metavar="N", help="load: N sessions on Stalwart under py-spy"
     )
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="local",
+        help="load: Stalwart's sign-in, local (plus a stalwart-auth-off row) or off",
+    )
     parser.add_argument("--time-limit", type=float, help="watchdog (default 900 s, quick 300 s)")
     parser.add_argument("--out", type=Path, help="JSON path (the markdown goes beside it)")
     args = parser.parse_args(argv)
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         levels=[int(n) for n in args.levels.split(",")],
                         seconds=args.seconds,
                         profile=args.profile,
+                        auth=args.auth,
                     )
     except BenchStop as stop:
         doc["aborted"] = str(stop)

@@ -119,9 +119,30 @@ STALWART = AppProfile(
 )
 
 
+# Sign-in for every Stalwart server the benchmarks start, as it ships (STALWART_AUTH_MODE=local):
+# each simulated user / browser context signs in over HTTP first, and the measured runs are the
+# app's pages, not the "Sign in" prompt. One account, created through /auth/setup at start.
+BENCH_USER = "bench-admin"
+BENCH_PASSWORD = "bench-password-0123456789"  # >= 12 characters; a throwaway data directory
+AUTH_MODES = ("local", "off")
+# argon2 as cheap as the config allows: what is measured is using the app while signed in, not
+# the sign-in itself, and N users signing in must not stretch a level's connect phase. Hashing
+# cost does not touch an interaction: a run checks the login session by an indexed read.
+FAST_PASSWORD_HASH = {
+    "STALWART_PASSWORD_HASH_MEMORY_KIB": "8192",
+    "STALWART_PASSWORD_HASH_PARALLELISM": "1",
+    "STALWART_PASSWORD_HASH_TIME_COST": "1",
+}
+
+
 @dataclass
 class Server:
-    """One server under test, started in a child process with its own directory."""
+    """One server under test, started in a child process with its own directory.
+
+    A Stalwart server runs with sign-in (``auth="local"``; ``"off"``: STALWART_AUTH_MODE=off,
+    every browser an anonymous user): at start the bench account is created, and
+    ``credentials`` is what each simulated user signs in with (None without sign-in).
+    """
 
     name: str
     description: str
@@ -130,6 +151,7 @@ class Server:
     health_path: str
     env: dict[str, str] = field(default_factory=dict)
     browser: bool = True  # also measured in Chromium (the ws-only rows are GC variants)
+    auth: str = "local"  # Stalwart only: STALWART_AUTH_MODE
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
@@ -146,6 +168,8 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STALWART_", "STREAMLIT_"))}
         env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
         env.update(STALWART_DATA_DIR=str(workdir / "data"), STALWART_LOG_LEVEL="WARNING")
+        if self.stalwart:
+            env.update(STALWART_AUTH_MODE=self.auth, **FAST_PASSWORD_HASH)
         env.update(self.env)
         with (workdir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
@@ -162,10 +186,40 @@ class Server:
                 raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(self.url + self.health_path, timeout=2).status_code == 200:
+                    self.set_up_account()
                     return
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.name} did not start in {START_TIMEOUT_S}s: {self.log_tail()}")
+
+    @property
+    def stalwart(self) -> bool:
+        """Whether this is a Stalwart server (plain Streamlit has no sign-in)."""
+        return self.profile.kind == "stalwart"
+
+    @property
+    def signs_in(self) -> bool:
+        """Whether its users must sign in (Stalwart with STALWART_AUTH_MODE=local)."""
+        return self.stalwart and self.env.get("STALWART_AUTH_MODE", self.auth) == "local"
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """(username, password) each simulated user signs in with, or None."""
+        return (BENCH_USER, BENCH_PASSWORD) if self.signs_in else None
+
+    def set_up_account(self) -> None:
+        """With sign-in: create the bench account (the first administrator, /auth/setup)."""
+        if self.signs_in:
+            _in_thread(ws_driver.sign_in(self.url, BENCH_USER, BENCH_PASSWORD, setup=True))
+
+    def login_cookies(self) -> dict[str, str]:
+        """A fresh sign-in's cookies (empty without sign-in), for a browser context."""
+        if not self.signs_in:
+            return {}
+        cookies: dict[str, str] = _in_thread(
+            ws_driver.sign_in(self.url, BENCH_USER, BENCH_PASSWORD)
+        )
+        return cookies
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
@@ -183,6 +237,31 @@ class Server:
         assert self.workdir is not None
         text = (self.workdir / "server.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _in_thread(coro: Any) -> Any:
+    """``asyncio.run(coro)`` in a thread of its own: callable where an event loop runs (the
+    load benchmark's, Playwright's sync API's)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def with_auth(servers: list[Server], mode: str) -> list[Server]:
+    """``--auth``: ``local`` (as shipped, the default) keeps each Stalwart server's own mode
+    (so the ``stalwart-auth-off`` comparison row stays off); ``off`` runs every Stalwart server
+    without sign-in (and drops the comparison row, the same server twice)."""
+    if mode == "local":
+        return servers
+    if mode != "off":
+        raise ValueError(f"--auth must be one of {AUTH_MODES}, not {mode!r}")
+    out = []
+    for server in servers:
+        if server.name == "stalwart-auth-off":
+            continue
+        if server.stalwart:
+            server.auth = "off"
+        out.append(server)
+    return out
 
 
 def plain(*launcher: str) -> Callable[[int], list[str]]:
@@ -258,6 +337,15 @@ SERVERS: list[Server] = [
         "/healthz",
     ),
     Server(
+        "stalwart-auth-off",
+        "Stalwart without sign-in (STALWART_AUTH_MODE=off)",
+        STALWART,
+        app_run,
+        "/healthz",
+        browser=False,
+        auth="off",
+    ),
+    Server(
         "stalwart-gc-every-run",
         "Stalwart with Streamlit's full collection after every run",
         STALWART,
@@ -290,6 +378,7 @@ def measure_ws(server: Server, iterations: int, warmup: int, budget_s: float) ->
                 warmup=warmup,
                 query_string=query,
                 budget_s=budget_s,
+                credentials=server.credentials,
             )
             # In a thread of its own: Playwright's sync API owns this thread's event loop.
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -352,6 +441,8 @@ class Tab:
         """Load the app (optionally with a query string) and wait for its first run."""
         self.page.goto(f"{self.server.url}/?{query}" if query else self.server.url)
         wait_for_app_idle(self.page)
+        if "/auth/" in self.page.url or self.heading() == ws_driver.SIGN_IN_PAGE_TITLE:
+            raise ws_driver.SignInPageError(f"the browser got the sign-in page: {self.page.url}")
 
     def idle(self, after_runs: int) -> None:
         """Wait until a run that finished after ``after_runs`` runs, and the app is idle."""
@@ -482,6 +573,13 @@ def measure_browser(
         context.set_default_timeout(STEP_TIMEOUT_MS)
         context.add_init_script(RUN_WATCHER_JS)
         context.add_init_script(BENCH_JS)
+        # A signed-in browser: its own sign-in's cookies (HttpOnly, as the server sets them).
+        context.add_cookies(
+            [
+                {"name": k, "value": v, "url": server.url, "httpOnly": True, "sameSite": "Lax"}
+                for k, v in server.login_cookies().items()
+            ]
+        )
         tab = Tab(context.new_page(), server)
         samples: list[float] = []
         deadline = time.monotonic() + budget_s
@@ -651,6 +749,12 @@ def main(argv: list[str] | None = None) -> int:
         "--servers", help="comma-separated subset of: " + ", ".join(s.name for s in SERVERS)
     )
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="local",
+        help="Stalwart's sign-in: local (as shipped; plus the stalwart-auth-off row) or off",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     args = parser.parse_args(argv)
     ws_n, ws_warmup, browser_n, browser_warmup = (30, 5, 5, 2) if args.quick else (200, 20, 30, 5)
@@ -664,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         "servers": {},
     }
     with tempfile.TemporaryDirectory(prefix="stalwart-bench-") as tmp, chromium() as browser:
-        for server in [s for s in SERVERS if s.name in chosen]:
+        for server in with_auth([s for s in SERVERS if s.name in chosen], args.auth):
             print(f"== {server.name}: {server.description}", file=sys.stderr, flush=True)
             entry: dict[str, Any] = {"description": server.description}
             doc["servers"][server.name] = entry

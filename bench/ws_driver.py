@@ -161,15 +161,81 @@ def stream_url(base_url: str) -> str:
     return base_url.replace("http://", "ws://", 1).rstrip("/") + "/_stcore/stream"
 
 
-async def open_session(base_url: str, query_string: str = "") -> tuple[Session, Any]:
+SIGN_IN_PAGE_TITLE = "Sign in"  # st.title of Stalwart's prompt for a session not signed in
+LOGIN_COOKIE = "stalwart_login"
+
+
+class SignInPageError(RuntimeError):
+    """The server drew its "Sign in" prompt instead of the app: the session is not signed in,
+    and whatever was being measured was not the app."""
+
+
+def sign_in_problem(result: RunResult | None) -> str | None:
+    """Why ``result`` is Stalwart's sign-in prompt rather than an app page, or None."""
+    if result is None:
+        return None
+    for element in result.elements():
+        if element.kind == "heading" and element.proto.body.strip() == SIGN_IN_PAGE_TITLE:
+            return 'the run drew the "Sign in" page, not the app'
+        if element.kind == "bidi_component" and "redirect" in element.proto.component_name:
+            return "the run redirected the browser (to the sign-in page)"
+    return None
+
+
+def check_signed_in(result: RunResult | None) -> None:
+    """Fail loudly if ``result`` is the sign-in prompt (see ``sign_in_problem``)."""
+    problem = sign_in_problem(result)
+    if problem:
+        raise SignInPageError(problem)
+
+
+async def sign_in(
+    base_url: str, username: str, password: str, *, setup: bool = False
+) -> dict[str, str]:
+    """Sign in over HTTP as a browser does (the form's POST, from this app's origin); returns
+    the cookies it was given (``stalwart_login``, and ``stalwart_sid`` if set).
+
+    ``setup=True`` posts to ``/auth/setup`` instead: creates the first administrator (only
+    while no account exists, only from this machine) and signs in as it.
+    """
+    base = base_url.rstrip("/")
+    form = {"username": username, "password": password, "next": "/"}
+    if setup:
+        form["password2"] = password
+    async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT_S) as http:
+        response = await http.post(
+            f"{base}/auth/{'setup' if setup else 'login'}", data=form, headers={"Origin": base}
+        )
+        cookies = dict(http.cookies.items())
+    if response.status_code != 303 or LOGIN_COOKIE not in cookies:
+        raise RuntimeError(
+            f"sign-in as {username!r} failed: HTTP {response.status_code}, cookies "
+            f"{sorted(cookies)}: {response.text[:300]!r}"
+        )
+    return cookies
+
+
+async def open_session(
+    base_url: str,
+    query_string: str = "",
+    credentials: tuple[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
+) -> tuple[Session, Any]:
     """Connect like a browser and run the script once; returns the session and its socket.
 
-    Like a browser, it loads the page over HTTP first and sends the cookies it was given
-    (Stalwart's identity cookie) with the websocket handshake.
+    Like a browser, it signs in first if given ``credentials`` (username, password: its own
+    ``stalwart_login`` token), or uses ``cookies`` it already has (a signed-in browser's), then
+    loads the page over HTTP and sends every cookie it holds (the login cookie, Stalwart's
+    identity cookie) with the websocket handshake. Raises ``SignInPageError`` if the first run
+    is nonetheless the sign-in page.
     """
-    async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT_S) as http:
-        page = await http.get(f"{base_url.rstrip('/')}/?{query_string}")
-    cookie = "; ".join(f"{name}={value}" for name, value in page.cookies.items())
+    jar = dict(cookies or {})
+    if credentials is not None:
+        jar.update(await sign_in(base_url, *credentials))
+    async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT_S, cookies=jar) as http:
+        await http.get(f"{base_url.rstrip('/')}/?{query_string}")
+        jar = dict(http.cookies.items())
+    cookie = "; ".join(f"{name}={value}" for name, value in jar.items())
     ws = await asyncio.wait_for(
         websockets.connect(
             stream_url(base_url),
@@ -179,7 +245,11 @@ async def open_session(base_url: str, query_string: str = "") -> tuple[Session, 
         CONNECT_TIMEOUT_S,
     )
     session = Session(ws, query_string=query_string)
-    await session.rerun()
+    try:
+        check_signed_in(await session.rerun())
+    except BaseException:
+        await ws.close()
+        raise
     return session, ws
 
 
@@ -349,15 +419,18 @@ async def measure(
     sessions: int = 1,
     query_string: str = "",
     budget_s: float = 120.0,
+    credentials: tuple[str, str] | None = None,
 ) -> list[float]:
     """Run the scenario ``iterations`` times per session (after ``warmup``); all samples in ms.
 
     Stops at ``budget_s`` seconds whatever the count, so a slow server cannot hang the run.
+    With ``credentials`` each session signs in first (its own login token); every run is
+    checked not to be the sign-in page (``SignInPageError``).
     """
     deadline = time.monotonic() + budget_s
 
     async def one_session() -> list[float]:
-        session, ws = await open_session(base_url, query_string)
+        session, ws = await open_session(base_url, query_string, credentials)
         scenario = make_scenario()
         samples: list[float] = []
         try:
@@ -365,6 +438,7 @@ async def measure(
                 if time.monotonic() > deadline:
                     break
                 elapsed = await scenario(session)
+                check_signed_in(session.last)
                 if i >= warmup:
                     samples.append(elapsed)
         finally:
@@ -392,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=1)
     parser.add_argument("--query-string", default="")
+    parser.add_argument("--username", help="sign in as this user first (STALWART_AUTH_MODE=local)")
+    parser.add_argument("--password", default="", help="with --username")
     args = parser.parse_args(argv)
     samples = asyncio.run(
         measure(
@@ -401,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             sessions=args.sessions,
             query_string=args.query_string,
+            credentials=(args.username, args.password) if args.username else None,
         )
     )
     print(summarise(samples).as_dict())
