@@ -17,14 +17,19 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, make_url, text
 
 from stalwart.core.database import DB, RetryPolicy
 from stalwart.core.migrations import migrate
+from stalwart.core.rbac import DEFAULT_ROLES, Principal
 
 PG_URL = os.environ.get("STALWART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis database of its own (13), and queue names unique per test, removed afterwards.
 REDIS_URL = os.environ.get("STALWART_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# Every log line of the run is checked to be a JSON object with every field (tests/log_check.py).
+pytest_plugins = ["tests.log_check"]
+
 REQUIRED = {s.strip() for s in os.environ.get("STALWART_REQUIRE", "").split(",") if s.strip()}
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +75,16 @@ def redis_problem() -> str | None:
 
 
 @cache
+def promtool_problem() -> str | None:
+    """Why Prometheus's ``promtool`` cannot be run (Debian: apt-get install prometheus), or None."""
+    import shutil
+
+    if shutil.which("promtool") is None:
+        return "promtool is not on PATH (apt-get install --no-install-recommends prometheus)"
+    return None
+
+
+@cache
 def mount_problem() -> str | None:
     """Why this process cannot mount a tmpfs (needed for full-disk and read-only tests)."""
     if os.geteuid() != 0:
@@ -94,6 +109,19 @@ def mount_problem() -> str | None:
 def _pg_admin_engine():  # type: ignore[no-untyped-def]
     url = make_url(PG_URL).set(drivername="postgresql+psycopg")
     return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(autouse=True)
+def _no_log_context_between_tests() -> Iterator[None]:
+    """Each test starts with no trace id or other log context bound in this thread.
+
+    Code that binds one for an interaction (a widget callback) leaves it for the script run
+    to unbind; a test calling such code directly would otherwise hand its trace id to every
+    later test (a CI run saw one reach the jobs and events of tests that ran after it).
+    """
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture
@@ -151,3 +179,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def editor(name: str, user_id: int = 1) -> Principal:
+    """A signed-in user with the built-in editor role (may Save, Apply and run jobs)."""
+    return DEFAULT_ROLES.principal(user_id=user_id, username=name, role="editor")
+
+
+def viewer(name: str, user_id: int = 2) -> Principal:
+    """A signed-in user with the built-in viewer role (may only look)."""
+    return DEFAULT_ROLES.principal(user_id=user_id, username=name, role="viewer")

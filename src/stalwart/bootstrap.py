@@ -13,9 +13,13 @@ from typing import TextIO
 from stalwart.core.cache import Cache
 from stalwart.core.config import AppConfig, load_config
 from stalwart.core.database import DB
+from stalwart.core.error_reports import install_error_reports
+from stalwart.core.jobs import count_jobs
 from stalwart.core.logs import configure_logging, get_logger
-from stalwart.core.metrics import Metrics
+from stalwart.core.metrics import BuildInfo, Metrics
 from stalwart.core.migrations import migrate
+from stalwart.core.tracking import Tracker, install_tracker
+from stalwart.services.auth_service import AuthService
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class AppContext:
     cache: Cache
     #: what /metrics serves for this process
     metrics: Metrics
+    #: accounts, sign-in, login sessions and the audited access check
+    auth: AuthService
+    #: what ``core.tracking.track`` records events with (installed for this process)
+    tracker: Tracker
 
 
 _lock = threading.Lock()
@@ -46,14 +54,29 @@ def init_app(
         if _current is not None and config is None:
             return _current
         cfg = config or load_config()
-        configure_logging(cfg.log_level, json=cfg.log_json, stream=log_stream)
+        configure_logging(
+            cfg.log_level,
+            json=cfg.log_json,
+            stream=log_stream,
+            pii_mode=cfg.pii_log_mode,
+            pii_key=cfg.secret_key.get_secret_value(),
+        )
         cache = Cache.from_config(cfg)
-        db = DB.from_config(cfg, invalidator=cache)
+        # Before the database: every transaction of it is measured, migrations included.
+        metrics = Metrics.from_config(cfg, build=BuildInfo.detect())
+        db = DB.from_config(cfg, invalidator=cache, monitor=metrics)
         if cfg.migrate_on_start if run_migrations is None else run_migrations:
             migrate(db)
-        metrics = Metrics()
         metrics.watch_cache(cache)
-        ctx = AppContext(config=cfg, db=db, cache=cache, metrics=metrics)
+        metrics.watch_jobs(lambda: count_jobs(db))
+        metrics.count_errors()
+        install_error_reports(db)  # log_error's reports, also stored for the System page
+        auth = AuthService(db, cfg)
+        tracker = Tracker(db, cfg.secret_key.get_secret_value())
+        install_tracker(tracker)
+        ctx = AppContext(
+            config=cfg, db=db, cache=cache, metrics=metrics, auth=auth, tracker=tracker
+        )
         _current = ctx
         get_logger(__name__).info(
             "app initialised",
@@ -74,6 +97,9 @@ def shutdown_app() -> None:
     global _current
     with _lock:
         if _current is not None:
-            _current.db.dispose()
+            install_tracker(None)
+            install_error_reports(None)
+            _current.db.dispose()  # writes the events still pending first
             _current.cache.close()
+            _current.metrics.close()
             _current = None

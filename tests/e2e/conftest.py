@@ -28,9 +28,11 @@ from websockets.typing import Subprotocol
 
 from tests.conftest import free_port, need
 from tests.e2e.browser import BROWSER_ARGS, CHROMIUM, browser_problem, prepare_context
+from tests.log_check import watch_log_file
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+    from streamlit.testing.v1 import AppTest
 
 # Bounds so that a hung server fails the test instead of hanging the run; not performance claims.
 START_TIMEOUT_S = 60
@@ -44,13 +46,15 @@ SECRET = "e2e-secret-value-that-must-never-be-shown-0123456789"
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """A child's environment: no STALWART_ settings of ours leak in, data under ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STALWART_")}
-    env.update(
-        STALWART_DATA_DIR=str(data_dir),
-        STALWART_SECRET_KEY=SECRET,
-        STALWART_LOG_LEVEL="DEBUG",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
+    settings = {
+        "STALWART_DATA_DIR": str(data_dir),
+        "STALWART_SECRET_KEY": SECRET,
+        "STALWART_LOG_LEVEL": "DEBUG",
+        # Tests of sign-in itself set STALWART_AUTH_MODE=local; the rest test other things.
+        "STALWART_AUTH_MODE": "off",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({**settings, **extra})
     # So the children import this checkout even when the package is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     return env
@@ -87,6 +91,8 @@ LAUNCHERS: dict[str, Callable[[int], list[str]]] = {
         f"--server.port={port}",
         "--server.headless=true",
         "--browser.gatherUsageStats=false",
+        # printed before app.py is imported, so only a flag turns it off (OPERATIONS.md, Logs)
+        "--logger.hideWelcomeMessage=true",
     ],
     # uvicorn binds through asyncio's create_server, whose sockets have proto IPPROTO_TCP, so
     # asyncio itself sets TCP_NODELAY there.
@@ -118,6 +124,8 @@ class LiveApp:
     env: dict[str, str]
     db_url: str | None = None
     health_path: str = "/healthz"
+    #: its output is Stalwart's log, checked by tests/log_check.py (not a plain Streamlit app's)
+    check_logs: bool = True
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -139,6 +147,8 @@ class LiveApp:
     def start(self, *, wait: bool = True) -> LiveApp:
         """Start the server; with ``wait``, return once /healthz answers (else fail the test)."""
         assert self.process is None or self.process.poll() is not None, "already running"
+        if self.check_logs:
+            watch_log_file(self.log_path, "server")
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 self.command,
@@ -210,37 +220,85 @@ class LiveApp:
 
 
 def launch(
-    command: list[str], port: int, workdir: Path, *, health_path: str = "/healthz", **env: str
+    command: list[str],
+    port: int,
+    workdir: Path,
+    *,
+    health_path: str = "/healthz",
+    check_logs: bool = True,
+    **env: str,
 ) -> LiveApp:
-    """Start ``command`` (a server that will listen on ``port``) and wait until it is healthy."""
+    """Start ``command`` (a server that will listen on ``port``) and wait until it is healthy.
+
+    ``check_logs=False``: the server is not Stalwart (its output is not ours to check).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     env_ = server_env(workdir / "data", **env)
-    return LiveApp(command, port, workdir, env_, health_path=health_path).start()
+    app = LiveApp(command, port, workdir, env_, health_path=health_path, check_logs=check_logs)
+    return app.start()
 
 
-def rerun_over_websocket(port: int, query_string: str = "") -> list[ForwardMsg]:
+def rerun_over_websocket(
+    port: int,
+    query_string: str = "",
+    *,
+    cookies: dict[str, str] | None = None,
+    then: Callable[[list[ForwardMsg]], BackMsg | None] | None = None,
+) -> list[ForwardMsg]:
     """Connect as a browser would, ask for one script run, return everything until it ends.
+
+    ``cookies`` go with the websocket's opening request, as a browser's would. ``then`` may
+    answer the first run's messages with one more BackMsg (a crafted widget trigger, say); the
+    messages of that second run are returned after the first's.
 
     Websockets' sync client: once the browser tests ran, Playwright's event loop runs in the
     test thread, where asyncio.run() would fail.
     """
     url = f"ws://127.0.0.1:{port}/_stcore/stream"
     protocols = [Subprotocol("streamlit"), Subprotocol("x")]
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else None
     received: list[ForwardMsg] = []
-    with connect(url, subprotocols=protocols, open_timeout=WS_TIMEOUT_S) as ws:
-        back = BackMsg()
+    with connect(
+        url, subprotocols=protocols, open_timeout=WS_TIMEOUT_S, additional_headers=headers
+    ) as ws:
+        back: BackMsg | None = BackMsg()
+        assert back is not None
         back.rerun_script.query_string = query_string
-        ws.send(back.SerializeToString())
-        deadline = time.monotonic() + WS_TIMEOUT_S
-        while True:
-            msg = ForwardMsg()
-            msg.ParseFromString(ws.recv(timeout=max(0.0, deadline - time.monotonic())))
-            received.append(msg)
-            if msg.WhichOneof("type") == "script_finished":
-                return received
+        while back is not None:
+            ws.send(back.SerializeToString())
+            run = _until_finished(ws)
+            received.extend(run)
+            back = then(run) if then is not None else None
+            then = None
+        return received
+
+
+def _until_finished(ws: Any) -> list[ForwardMsg]:
+    received: list[ForwardMsg] = []
+    deadline = time.monotonic() + WS_TIMEOUT_S
+    while True:
+        msg = ForwardMsg()
+        msg.ParseFromString(ws.recv(timeout=max(0.0, deadline - time.monotonic())))
+        received.append(msg)
+        if msg.WhichOneof("type") == "script_finished":
+            return received
 
 
 LiveAppFactory = Callable[..., LiveApp]
+#: the servers a test started, so that a failure report can show what they logged
+LIVE_APPS = pytest.StashKey[list[LiveApp]]()
+LOG_TAIL_LINES = 200
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the tail of each live server's log to a failed test's report."""
+    report = yield
+    if report.failed:
+        for n, app in enumerate(item.stash.get(LIVE_APPS, [])):
+            tail = "\n".join(app.logs().splitlines()[-LOG_TAIL_LINES:])
+            report.sections.append((f"server {n} log ({app.log_path})", tail))
+    return report
 
 
 @pytest.fixture
@@ -278,6 +336,7 @@ def live_app_factory(
             command(port), port, workdir, server_env(workdir / "data", **settings), db_url=db_url
         )
         started.append(app)
+        request.node.stash.setdefault(LIVE_APPS, []).append(app)
         # Registered after pg_url was set up, so it runs before pg_url drops the database.
         request.node.addfinalizer(app.stop)
         return app.start(wait=wait)
@@ -294,6 +353,28 @@ def live_app(request: pytest.FixtureRequest, live_app_factory: LiveAppFactory) -
 
 
 # --- the browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    """The page shell under Streamlit's AppTest (in process, no server), with sign-in off
+    (the admin role: every page) and this test's own data directory."""
+    from streamlit.testing.v1 import AppTest
+
+    from stalwart.bootstrap import shutdown_app
+    from stalwart.web.asgi import SHELL_SCRIPT
+
+    for name in [k for k in os.environ if k.startswith("STALWART_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STALWART_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STALWART_SECRET_KEY", SECRET)
+    monkeypatch.setenv("STALWART_AUTH_MODE", "off")  # sign-in has tests of its own
+    # The app context is per process; start from none so this test's settings are the ones used.
+    shutdown_app()
+    try:
+        yield AppTest.from_file(SHELL_SCRIPT, default_timeout=30)
+    finally:
+        shutdown_app()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ tmp_path, talk to it over HTTP and over Streamlit's websocket protocol, and stop
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import make_url
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
 
-from stalwart.bootstrap import current_app, shutdown_app
+from stalwart.bootstrap import current_app
 from stalwart.pages import DEFAULT_PAGE, PAGES
 from stalwart.pages.settings import HIDDEN, display_value
-from stalwart.web.asgi import SHELL_SCRIPT
-from tests.conftest import free_port
+from tests.conftest import ROOT, editor, free_port
 from tests.e2e.conftest import (
     LAUNCHERS,
     SECRET,
@@ -37,8 +37,10 @@ from tests.e2e.conftest import (
     rerun_over_websocket,
     server_env,
 )
+from tests.e2e.tcp_proxy import TcpProxy
 
 TRACE_ID_HEX = 32
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,67 @@ def test_readyz_checks_the_database(server: LiveApp) -> None:
     assert database["latency_ms"] >= 0
 
 
+def readyz(url: str) -> httpx.Response:
+    return httpx.get(f"{url}/readyz", timeout=30)
+
+
+def wait_for_readyz(url: str, status_code: int, within_s: float = 30) -> httpx.Response:
+    """Poll /readyz until it answers ``status_code`` (a pooled connection may need a retry)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        response = readyz(url)
+        if response.status_code == status_code or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_readyz_turns_503_while_postgresql_is_unreachable_and_200_when_it_returns(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The app reaches PostgreSQL through a proxy the test cuts: to the app, the server is gone
+    # (refused connects, reset connections); liveness and readiness must then disagree.
+    target = make_url(pg_url)
+    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    via_proxy = target.set(host="127.0.0.1", port=proxy.port)
+    port = free_port()
+    srv = launch(
+        cli("run", "--port", str(port)),
+        port,
+        tmp_path,
+        STALWART_DATABASE_URL=via_proxy.render_as_string(hide_password=False),
+        STALWART_DB_CONNECT_TIMEOUT_S="1",
+    )
+    try:
+        before = readyz(srv.url)
+        proxy.cut()
+        during = wait_for_readyz(srv.url, 503)
+        alive = httpx.get(f"{srv.url}/healthz", timeout=10)
+        proxy.restore()
+        after = wait_for_readyz(srv.url, 200)
+        logs = srv.logs()
+    finally:
+        srv.stop()
+        proxy.cut()
+
+    assert before.status_code == 200, before.text
+    assert before.json()["checks"]["migrations"]["status"] == "ok"
+    assert during.status_code == 503, during.text
+    assert alive.status_code == 200
+    body = during.json()
+    assert body["status"] == "unavailable"
+    database = body["checks"]["database"]
+    assert database["status"] == "error"
+    assert database["latency_ms"] >= 0
+    assert database["error"] == "DatabaseUnavailableError"
+    assert database["error_id"] in logs
+    assert body["checks"]["filesystem"]["status"] == "ok"  # only what broke is reported broken
+    assert str(proxy.port) not in during.text
+    assert "127.0.0.1" not in during.text
+    assert after.status_code == 200, after.text
+    assert after.json()["status"] == "ok"
+
+
 def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) -> None:
     # A PostgreSQL URL on a port nobody listens on; without migrations at start the server
     # comes up, so liveness and readiness must disagree.
@@ -89,7 +152,7 @@ def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) ->
         STALWART_MIGRATE_ON_START="false",
     )
     try:
-        response = httpx.get(f"{srv.url}/readyz", timeout=30)
+        response = readyz(srv.url)
     finally:
         srv.stop()
 
@@ -103,6 +166,31 @@ def test_readyz_answers_503_while_the_database_is_unreachable(tmp_path: Path) ->
     assert database["error_id"] in srv.logs()
     assert "pg-password-not-to-leak" not in response.text
     assert "127.0.0.1" not in response.text
+
+
+def test_the_docker_healthcheck_runs_app_health_against_the_server(server: LiveApp) -> None:
+    # The HEALTHCHECK line of docker/Dockerfile, run as written, but with this server's port
+    # and this checkout's interpreter for `app`.
+    (line,) = [ln for ln in DOCKERFILE.read_text().splitlines() if ln.startswith("HEALTHCHECK")]
+    command = json.loads(line.split(" CMD ", 1)[1])
+    assert command[:2] == ["app", "health"]
+    args = [a.replace(":8501", f":{server.port}") for a in command[2:]]
+
+    ready = subprocess.run(
+        [*cli("health"), *args], capture_output=True, text=True, timeout=60, env=server.env
+    )
+    gone = subprocess.run(
+        [*cli("health"), *[a.replace(f":{server.port}", f":{free_port()}") for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server.env,
+    )
+
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "ready: yes" in ready.stdout
+    assert "database" in ready.stdout
+    assert gone.returncode == 1
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/", "/_stcore/health"])
@@ -328,20 +416,6 @@ def test_app_py_serves_the_same_app_under_other_launchers(tmp_path: Path, launch
 # --- every page under AppTest (in-process, no server) --------------------------------------
 
 
-@pytest.fixture
-def app_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
-    for name in [k for k in os.environ if k.startswith("STALWART_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("STALWART_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("STALWART_SECRET_KEY", SECRET)
-    # The app context is per process; start from none so this test's settings are the ones used.
-    shutdown_app()
-    try:
-        yield AppTest.from_file(SHELL_SCRIPT, default_timeout=30)
-    finally:
-        shutdown_app()
-
-
 def page_title(at: AppTest) -> str:
     return str(at.title[0].value)
 
@@ -511,7 +585,9 @@ def test_save_over_a_newer_version_shows_both_even_in_a_full_run(app_test: AppTe
     db.run_tx(lambda uow: uow.session.add(SessionRecord(id="someone-else", page="home", params={})))
     forms = FormService(db)
     forms.persist_input("someone-else", "project_brief:1", DEFAULTS, "name", "Their name")
-    forms.save("someone-else", "project_brief:1", DEFAULTS, user="other", idempotency_key="k1")
+    forms.save(
+        "someone-else", "project_brief:1", DEFAULTS, actor=editor("other"), idempotency_key="k1"
+    )
     at.run()  # this tab learns of version 1 (any interaction would do)
 
     at.button(key="swc__project-brief-1__save").click().run()
@@ -525,3 +601,21 @@ def test_save_over_a_newer_version_shows_both_even_in_a_full_run(app_test: AppTe
     with db.unit_of_work(read_only=True) as uow:
         versions = uow.session.query(FormVersion).filter_by(form_id="project_brief:1").count()
     assert versions == 1  # nothing was saved over theirs
+
+
+def test_the_users_page_adds_a_user_and_refuses_a_bad_one(app_test: AppTest) -> None:
+    app_test.query_params["page"] = "users"
+    at = app_test.run()
+    at.text_input(key="users-new-name").input("nadia")
+    at.text_input(key="users-new-password").input("a long enough password")
+    at.selectbox(key="users-new-role").select("editor")
+    at.button(key="FormSubmitter:users-new-Add user").click()
+    at = at.run()
+    assert [s.value for s in at.success] == ["Added nadia (editor)."]
+    assert "nadia" in list(at.dataframe[0].value["username"])
+
+    at.text_input(key="users-new-name").input("nadia")
+    at.text_input(key="users-new-password").input("another long password")
+    at.button(key="FormSubmitter:users-new-Add user").click()
+    at = at.run()
+    assert "exists already" in at.error[0].value

@@ -276,12 +276,17 @@ def test_server_killed_and_restarted_everything_is_back(live_app: LiveApp, page:
     brief = Brief(page, live_app).open()
     fill_every_kind(brief)
     page.keyboard.type(" (typed while the server died)")
+    journal = page.evaluate("() => JSON.stringify(localStorage)")
     live_app.restart()  # SIGKILL, then start again on the same port and database
+    before_reload = page.evaluate("() => JSON.stringify(localStorage)")
     page.reload()
     brief.ready()
     from playwright.sync_api import expect
 
-    expect(brief.field("summary")).to_have_value(
+    expect(
+        brief.field("summary"),
+        f"journal after typing: {journal}\nbefore the reload: {before_reload}",
+    ).to_have_value(
         re.compile(r"reload \(typed while the server died\)$"), timeout=SETTLE_TIMEOUT_MS
     )
     assert_every_kind(brief)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -54,11 +55,17 @@ def run(
         fail(err, EXIT_USAGE)
     except StalwartError as err:
         fail(err, EXIT_FAILURE)
-    run_app(config.host, config.port)
+    run_app(config.host, config.port, trusted_proxies=config.trusted_proxies)
 
 
-def run_app(host: str, port: int) -> None:
-    """Serve ``build_app()`` on host:port with the server options below; blocks until stopped."""
+def run_app(host: str, port: int, *, trusted_proxies: Sequence[str] = ()) -> None:
+    """Serve ``build_app()`` on host:port with the server options below; blocks until stopped.
+
+    uvicorn (Streamlit's server) rewrites the client's address and scheme from
+    ``X-Forwarded-*`` for the peers in ``FORWARDED_ALLOW_IPS``, 127.0.0.1 unless set: it gets
+    ``STALWART_TRUSTED_PROXIES`` instead (none: no one), unless the operator set it.
+    """
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", ",".join(trusted_proxies))
     # Imported here: Streamlit takes about a second to import and other commands don't need it.
     from stalwart.web.asgi import build_app
     from stalwart.web.server_tuning import enable_tcp_nodelay
@@ -81,6 +88,11 @@ def server_options(host: str, port: int) -> dict[str, Any]:
         # watching the installed package would only cost CPU and inotify handles.
         "server.fileWatcherType": "none",
         "server.runOnSave": False,
+        # The "You can now view your Streamlit app" banner is printed, not logged: every line
+        # of the server's output is a JSON log line (uvicorn logs the address it listens on).
+        "logger.hideWelcomeMessage": True,
+        # Uncaught exceptions are logged with their traceback, not drawn as a rich panel.
+        "logger.enableRich": False,
     }
 
 

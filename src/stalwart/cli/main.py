@@ -10,6 +10,7 @@ from stalwart.cli.audit_ import audit_app
 from stalwart.cli.cache_ import cache_app
 from stalwart.cli.config_ import config_app
 from stalwart.cli.db_ import db_app
+from stalwart.cli.health_ import health_command
 from stalwart.cli.jobs_ import jobs_app
 from stalwart.cli.users_ import users_app
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run)
+app.command("health")(health_command)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")

@@ -3,6 +3,12 @@
 Rows are append-only (database triggers refuse UPDATE and DELETE) and hash-chained: each row's
 hash covers its content and the previous row's hash, so editing, removing or inserting a row
 anywhere breaks the chain from that point on, and ``verify_chain`` names the first broken link.
+
+An audit row is a log kept for good, so its diff is masked like a log line (``core.pii``):
+fields named as personal data or secrets (``email``, ``password``, columns marked ``PII`` or
+``SECRET``) show only whether they were set, cleared or changed, and e-mail addresses, phone
+numbers and IBANs in any other value (a form's free text, say) become ``[email]``,
+``[phone]``, ``[iban]``. Markers, not pseudonyms: a row outlives any key that could be leaked.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
+from stalwart.core.pii import REDACTED, PIIMasker
 from stalwart.models import AuditEntry
-from stalwart.models.base import utcnow
+from stalwart.models.base import marked_fields, utcnow
 
 if TYPE_CHECKING:
     from stalwart.core.database import UnitOfWork
@@ -27,6 +35,8 @@ if TYPE_CHECKING:
 GENESIS_HASH: Final = "0" * 64
 # Serialises appends to the chain on PostgreSQL (SQLite writes are serialised already).
 _PG_CHAIN_LOCK: Final = 0x5354_4C57_4155_4454  # "STLWAUDT"
+#: what a diff shows, after a change, of a personal or secret value that was set before
+REDACTED_CHANGED: Final = "[redacted, changed]"
 
 
 @dataclass(frozen=True)
@@ -70,9 +80,8 @@ class AuditLog:
         after: Mapping[str, Any] | None,
     ) -> None:
         """Note a change of ``entity``/``entity_id`` from ``before`` to ``after``."""
-        self._pending.append(
-            PendingEntry(utcnow(), action, entity, str(entity_id), diff_states(before, after))
-        )
+        diff = mask_diff(diff_states(before, after))
+        self._pending.append(PendingEntry(utcnow(), action, entity, str(entity_id), diff))
 
     def write_pending(self) -> None:
         """Append the noted rows to the chain (called by ``UnitOfWork.commit``)."""
@@ -119,6 +128,34 @@ def diff_states(
         if b != a or (field not in old) != (field not in new):
             changed[field] = {"before": b, "after": a}
     return changed
+
+
+def mask_diff(diff: Mapping[str, Any]) -> dict[str, Any]:
+    """``diff`` (from ``diff_states``) with personal data and secrets hidden (see module doc).
+
+    A field stays in the diff even where both sides mask alike (``[email]`` to ``[email]``):
+    that it changed is what the audit must keep.
+    """
+    masker = _diff_masker()
+    masked = {}
+    for field, change in diff.items():
+        before, after = change["before"], change["after"]
+        if masker.key_kind(field) is None:
+            masked[field] = {"before": masker.value(before), "after": masker.value(after)}
+        else:
+            shown = REDACTED_CHANGED if before is not None else REDACTED
+            masked[field] = {
+                "before": None if before is None else REDACTED,
+                "after": None if after is None else shown,
+            }
+    return masked
+
+
+@cache
+def _diff_masker() -> PIIMasker:
+    # Built at first use: by then every model (and its marked columns) is imported.
+    pii, secret = marked_fields()
+    return PIIMasker("mask", pii_keys=pii, secret_keys=secret)
 
 
 def _jsonable(value: Any) -> Any:

@@ -234,6 +234,9 @@ class CacheBackend(Protocol):
     def shared(self) -> dict[str, int]:
         """What every process shares: counters and size on the server (empty for memory)."""
 
+    def ping(self) -> None:
+        """Raise unless the backend answers (the readiness check)."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -341,6 +344,9 @@ class MemoryBackend:
 
     def shared(self) -> dict[str, int]:
         return {}
+
+    def ping(self) -> None:
+        """Always answers: it is this process's memory."""
 
     def close(self) -> None:
         """Nothing to release."""
@@ -510,6 +516,9 @@ class RedisBackend:
         )
         return shared
 
+    def ping(self) -> None:
+        self.redis.ping()
+
     def close(self) -> None:
         self.redis.close()
 
@@ -634,6 +643,10 @@ class Cache:
     def shared_stats(self) -> dict[str, int]:
         """The counters every process adds to (Redis: hits, misses, invalidations, entries)."""
         return self.backend.shared()
+
+    def check(self) -> None:
+        """Raise unless the backend answers (Redis: a PING)."""
+        self.backend.ping()
 
     def close(self) -> None:
         """Release the backend's connections."""

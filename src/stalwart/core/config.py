@@ -6,9 +6,12 @@ Safe defaults make ``app run`` work on a laptop with nothing but Python. Secrets
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,9 +55,37 @@ _FIXES: dict[str, str] = {
         '"export"]}; permissions: view, edit_forms, run_jobs, manage_jobs, export, admin'
     ),
     "oidc_default_role": "use a built-in role (viewer, editor, admin) or a custom one",
+    "oidc_provider_name": (
+        "use a short name of lower-case letters, digits and '-', e.g. keycloak (no '_')"
+    ),
+    "oidc_client_id": "set the client id the identity provider gave this app",
+    "oidc_client_secret": "set the client secret the identity provider gave this app",
+    "oidc_metadata_url": (
+        "use the provider's discovery URL, https://.../.well-known/openid-configuration"
+    ),
+    "oidc_redirect_uri": (
+        "use this app's public URL ending in /oauth2callback, e.g. "
+        "https://app.example.com/oauth2callback (registered at the provider)"
+    ),
+    "password_login": "use true (passwords and OIDC) or false (OIDC only; needs OIDC set up)",
+    "auth_mode": "use local (sign-in with accounts) or off (development and tests only)",
+    "auth_off_role": "use a built-in role (viewer, editor, admin) or a custom one",
+    "trusted_proxies": "use a comma-separated list of IP addresses or CIDRs, e.g. 10.0.0.5/32",
+    "upload_max_bytes": "use a size in bytes between 1024 and 2147483648",
+    "upload_allowed_types": "use a comma-separated list of extensions, e.g. csv,json,pdf",
+    "input_max_chars": "use a number of characters between 100 and 10000000",
+    "pii_log_mode": "use mask (a fixed marker) or hash (a keyed pseudonym)",
+    "min_free_bytes": "use a number of bytes, e.g. 268435456 for 256 MiB (0 turns it off)",
+    "health_check_timeout_s": "use seconds between 0 and 60, e.g. 2",
+    "alert_webhook_url": "use an http(s) URL that accepts a JSON POST (or unset it)",
+    "alert_interval_s": "use seconds between 0.05 and 3600, e.g. 30",
+    "metrics_sample_interval_s": "use seconds between 0 (off) and 3600, e.g. 60",
+    "history_retention_days": "use days between 1 and 3650, e.g. 14",
 }
 #: OWASP's argon2id minimums: time cost -> memory in KiB (more time allows less memory)
 _OWASP_ARGON2: Final = {1: 47104, 2: 19456, 3: 12288, 4: 9216, 5: 7168}
+#: an OIDC provider's name in Streamlit's [auth.NAME] (Streamlit refuses "_" in it)
+_PROVIDER_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 class AppConfig(BaseSettings):
@@ -97,6 +128,11 @@ class AppConfig(BaseSettings):
     gc_after_every_run: bool = False
     #: the bearer token /metrics asks for; unset, /metrics answers clients on this machine only
     metrics_token: SecretStr | None = None
+    #: a directory every process of this installation writes its metrics to, so that /metrics
+    #: of any of them shows all (prometheus_client's multiprocess mode, which
+    #: PROMETHEUS_MULTIPROC_DIR also turns on; a tmpfs, emptied before the processes start);
+    #: unset: /metrics shows this process only
+    metrics_dir: Path | None = None
     #: run cron-like schedules in this process (one process wins the lock; the rest wait)
     scheduler_enabled: bool = True
     # The cache (see OPERATIONS.md, "Cache").
@@ -137,6 +173,49 @@ class AppConfig(BaseSettings):
     oidc_default_role: str = "viewer"
     #: OIDC: create a user at the first sign-in of an unknown identity (else refuse it)
     oidc_auto_create: bool = True
+    #: OIDC (st.login) is on when these are set: the provider's name (its button says "Sign
+    #: in with" the label, default the name), the client registered there, its discovery URL,
+    #: and this app's callback URL (``.../oauth2callback``; ``{port}`` is replaced)
+    oidc_provider_name: str = ""
+    oidc_provider_label: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_metadata_url: str = ""
+    oidc_redirect_uri: str = ""
+    #: false: the sign-in page offers only OIDC (no password form, POST /auth/login refused)
+    password_login: bool = True
+    #: local: sign in with a username and password (argon2id); off: no sign-in, every visitor
+    #: acts with ``auth_off_role`` (development and tests only; refused in production)
+    auth_mode: Literal["local", "off"] = "local"
+    auth_off_role: str = "admin"
+    #: proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed, e.g. nginx's
+    #: address; the client's address then comes from the header (for sign-in throttling)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: the largest file a user may upload (bytes); Streamlit's own limit is set from it
+    upload_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=2 * 1024**3)
+    #: file extensions an upload may have (lower case, no dot); a widget may allow fewer
+    upload_allowed_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["csv", "json", "txt", "pdf", "png", "jpg", "jpeg", "xlsx"]
+    )
+    #: the most characters one text input may hold; longer input is refused with a message
+    input_max_chars: int = Field(default=100_000, ge=100, le=10_000_000)
+    #: how PII in logs and error reports is hidden: mask (a fixed marker) or hash (a keyed
+    #: pseudonym, so equal values can be matched without being shown)
+    pii_log_mode: Literal["mask", "hash"] = "mask"
+    # Health and alerts (see OPERATIONS.md, "Health checks" and "Alerts").
+    #: below this many bytes free on the data directory's filesystem the app is not ready
+    min_free_bytes: int = Field(default=256 * 1024**2, ge=0, le=2**50)
+    #: each readiness check answers within this long or counts as failed (a hung dependency)
+    health_check_timeout_s: float = Field(default=2.0, gt=0.0, le=60.0)
+    #: the embedded alert dispatcher posts firing and resolved alerts here (unset: it is off)
+    alert_webhook_url: SecretStr | None = None
+    #: how often the embedded alert dispatcher evaluates its conditions
+    alert_interval_s: float = Field(default=30.0, ge=0.05, le=3600.0)
+    #: how often each app process writes a row of metric aggregates for the System page
+    #: (0: never; the page then has no charts over time)
+    metrics_sample_interval_s: float = Field(default=60.0, ge=0.0, le=3600.0)
+    #: how long metric samples and stored error reports are kept
+    history_retention_days: int = Field(default=14, ge=1, le=3650)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -164,6 +243,15 @@ class AppConfig(BaseSettings):
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("not a Redis URL")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("not an http:// or https:// URL")
         return value
 
     @field_validator("metrics_token")
@@ -232,12 +320,99 @@ class AppConfig(BaseSettings):
                 )
         return self
 
+    @field_validator("trusted_proxies", "upload_allowed_types", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return networks
+
+    @field_validator("upload_allowed_types")
+    @classmethod
+    def _check_types(cls, value: list[str]) -> list[str]:
+        types = []
+        for item in value:
+            ext = item.strip().lower().removeprefix(".")
+            if not ext.isalnum() or len(ext) > 10:
+                raise ValueError(f"{item!r} is not a file extension (letters and digits)")
+            types.append(ext)
+        return types
+
     @model_validator(mode="after")
     def _oidc_role_exists(self) -> AppConfig:
         roles = Roles(self.custom_roles)
         if not roles.exists(self.oidc_default_role):
             raise ValueError(
                 f"oidc_default_role: unknown role {self.oidc_default_role!r} "
+                f"(roles: {', '.join(roles.names)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_settings(self) -> AppConfig:
+        secret = self.oidc_client_secret.get_secret_value() if self.oidc_client_secret else ""
+        values = {
+            "oidc_provider_name": self.oidc_provider_name,
+            "oidc_client_id": self.oidc_client_id,
+            "oidc_client_secret": secret,
+            "oidc_metadata_url": self.oidc_metadata_url,
+            "oidc_redirect_uri": self.oidc_redirect_uri,
+        }
+        if not any(values.values()):
+            if not self.password_login:
+                raise ValueError(
+                    "password_login: false leaves no way to sign in without OIDC set up"
+                )
+            return self
+        missing = [f"{ENV_PREFIX}{name.upper()}" for name, value in values.items() if not value]
+        if missing:
+            first = next(name for name, value in values.items() if not value)
+            raise ValueError(f"{first}: OIDC sign-in is half set up; missing {', '.join(missing)}")
+        if not _PROVIDER_NAME.fullmatch(self.oidc_provider_name):
+            raise ValueError(f"oidc_provider_name: {self.oidc_provider_name!r} is not allowed")
+        if self.auth_mode != "local":
+            raise ValueError("oidc_provider_name: OIDC sign-in needs STALWART_AUTH_MODE=local")
+        schemes = ("https://",) if self.environment == "production" else ("https://", "http://")
+        for name in ("oidc_metadata_url", "oidc_redirect_uri"):
+            url = values[name]
+            parts = urlsplit(url)
+            if not url.startswith(schemes) or not parts.netloc:
+                kind = "an https:// URL" if self.environment == "production" else "an http(s) URL"
+                raise ValueError(f"{name}: {url!r} is not {kind}")
+        if urlsplit(self.oidc_redirect_uri).path != "/oauth2callback":
+            raise ValueError(
+                f"oidc_redirect_uri: {self.oidc_redirect_uri!r} must end in /oauth2callback "
+                "(the path Streamlit's st.login comes back to)"
+            )
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """True when sign-in through an OIDC provider (``st.login``) is set up."""
+        return bool(self.oidc_provider_name and self.oidc_client_id)
+
+    @model_validator(mode="after")
+    def _auth_settings(self) -> AppConfig:
+        if self.auth_mode == "off" and self.environment == "production":
+            raise ValueError(
+                "auth_mode: production needs sign-in (STALWART_AUTH_MODE=local); 'off' lets "
+                "anyone who reaches the app act as its administrator"
+            )
+        roles = Roles(self.custom_roles)
+        if not roles.exists(self.auth_off_role):
+            raise ValueError(
+                f"auth_off_role: unknown role {self.auth_off_role!r} "
                 f"(roles: {', '.join(roles.names)})"
             )
         return self

@@ -10,7 +10,7 @@ with a notice, never a stack trace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,6 +42,8 @@ class Route:
     page: str
     params: dict[str, str]
     notice: str | None = None
+    #: the page the URL asked for but the user may not see (shown: the home page), if any
+    denied: str | None = None
 
 
 class Router:
@@ -54,11 +56,14 @@ class Router:
         pages: Mapping[str, RouteSpec],
         *,
         default: str = "home",
+        allowed: Collection[str] | None = None,
     ) -> None:
         self.db = db
         self.session = session
         self.pages = dict(pages)
         self.default = default
+        #: the pages this user may see (None: all); the others are answered like the home page
+        self.allowed = frozenset(self.pages if allowed is None else allowed)
 
     @property
     def current_page(self) -> str:
@@ -75,7 +80,7 @@ class Router:
         query = st.query_params.to_dict()
         first_visit = not st.session_state.get(_RESTORED_KEY, False)
         st.session_state[_RESTORED_KEY] = True
-        if PAGE_PARAM not in query and first_visit and self.session.page in self.pages:
+        if PAGE_PARAM not in query and first_visit and self.session.page in self.allowed:
             query = {PAGE_PARAM: self.session.page, **self.session.params}
             st.query_params.from_dict(query)  # the URL shows where we are
         route = self._validate(query)
@@ -86,6 +91,8 @@ class Router:
         """Go to page ``to`` with ``params`` (pushes a browser history entry)."""
         if to not in self.pages:
             raise ValueError(f"unknown page {to!r}")
+        if to not in self.allowed:
+            raise ValueError(f"page {to!r} is not allowed for this user")
         query = {PAGE_PARAM: to, **{k: str(v) for k, v in params.items()}}
         st.query_params.from_dict(query)
         self.session = remember_place(self.db, self.session, to, _strip(query))
@@ -96,6 +103,10 @@ class Router:
         if spec is None:
             log.info("unknown page in URL", requested=slug[:100])
             return self._home("There is no such page; here is the home page.")
+        if slug not in self.allowed:
+            log.info("page not allowed", requested=slug)
+            route = self._home("You do not have access to that page; here is the home page.")
+            return Route(route.page, route.params, route.notice, denied=slug)
         raw = _strip(query)
         if spec.params is None:
             return Route(slug, {})

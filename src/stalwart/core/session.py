@@ -9,6 +9,7 @@ the same session, with its place and drafts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -24,6 +25,8 @@ from stalwart.models import SessionRecord
 from stalwart.models.base import utcnow
 
 COOKIE_NAME: Final = "stalwart_sid"
+#: the login session's token (set by ``web.auth_routes``; HttpOnly, separate from the identity)
+LOGIN_COOKIE: Final = "stalwart_login"
 TOKEN_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 _STATE_KEY: Final = "_stalwart_user_session"
 
@@ -39,6 +42,8 @@ class UserSession:
     persistent: bool
     page: str
     params: dict[str, str]
+    #: the user last signed in on this browser (``users.id`` as text), if any
+    user_id: str | None = None
 
 
 def new_token() -> str:
@@ -71,17 +76,17 @@ def bootstrap_session(db: DB, *, default_page: str = "home") -> UserSession:
         sid = "ephemeral-" + secrets.token_hex(16)
         log.warning("no identity cookie: session will not survive a refresh")
 
-    def load(uow: UnitOfWork) -> tuple[str, dict[str, str]]:
+    def load(uow: UnitOfWork) -> tuple[str, dict[str, str], str | None]:
         record = uow.session.get(SessionRecord, sid)
         if record is None:
             record = SessionRecord(id=sid, page=default_page, params={})
             uow.session.add(record)
         else:
             record.last_seen_at = utcnow()
-        return record.page, dict(record.params)
+        return record.page, dict(record.params), record.user_id
 
-    page, params = db.run_tx(load)
-    session = UserSession(sid, secrets.token_hex(8), persistent, page, params)
+    page, params, user_id = db.run_tx(load)
+    session = UserSession(sid, secrets.token_hex(8), persistent, page, params, user_id)
     st.session_state[_STATE_KEY] = session
     return session
 
@@ -105,6 +110,6 @@ def remember_place(db: DB, session: UserSession, page: str, params: dict[str, st
         )
 
     db.write_behind(f"place:{session.id}", store)
-    moved = UserSession(session.id, session.tab, session.persistent, page, dict(params))
+    moved = dataclasses.replace(session, page=page, params=dict(params))
     st.session_state[_STATE_KEY] = moved
     return moved

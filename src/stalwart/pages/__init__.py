@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from stalwart.pages.analytics import AnalyticsPage
 from stalwart.pages.base import ComingSoonPage, Page
 from stalwart.pages.form_demo import FormDemoPage
 from stalwart.pages.home import HomePage
@@ -15,6 +16,8 @@ from stalwart.pages.import_export import ImportExportPage
 from stalwart.pages.job_demo import JobDemoPage
 from stalwart.pages.jobs import JobsPage
 from stalwart.pages.settings import SettingsPage
+from stalwart.pages.system import SystemPage
+from stalwart.pages.users import UsersPage
 
 
 def _registry(*pages: Page) -> dict[str, Page]:
@@ -31,6 +34,9 @@ PAGES: Final[dict[str, Page]] = _registry(
     JobsPage(),
     ImportExportPage(),
     SettingsPage(),
+    UsersPage(),
+    AnalyticsPage(),
+    SystemPage(),
 )
 DEFAULT_PAGE: Final = HomePage.slug
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, ClassVar
 import streamlit as st
 from pydantic import BaseModel
 
+from stalwart.core.rbac import VIEW_PAGE, Action, Principal
+
 if TYPE_CHECKING:
     from stalwart.bootstrap import AppContext
     from stalwart.core.router import Router
@@ -22,6 +24,8 @@ class PageRequest:
     session: UserSession
     params: dict[str, str]
     router: Router
+    #: who is using the page (checked by the services again for every action)
+    principal: Principal
 
 
 class Page(ABC):
@@ -37,6 +41,8 @@ class Page(ABC):
     icon: ClassVar[str]
     #: the URL params this page takes (validated by the router), if any
     params_model: ClassVar[type[BaseModel] | None] = None
+    #: what seeing the page needs; a user without it finds it neither in navigation nor by URL
+    action: ClassVar[Action] = VIEW_PAGE
 
     @abstractmethod
     def render(self, ctx: AppContext, req: PageRequest) -> None:

@@ -11,20 +11,28 @@ version sees a conflict until they keep theirs or take the other.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from stalwart.core.access import AccessControl
 from stalwart.core.database import DB, RetryNotice, RetryPolicy, UnitOfWork
 from stalwart.core.form_state import FormState, JournalEntry
-from stalwart.errors import NotFoundError, StalwartError
+from stalwart.core.logs import get_logger
+from stalwart.core.rbac import APPLY_FORM, SAVE_FORM, Principal
+from stalwart.core.tracking import FORM_APPLY, FORM_SAVE, track
+from stalwart.errors import InputRejectedError, NotFoundError
 from stalwart.models import FormDraft
 from stalwart.repositories import DraftRepository, FormVersionRepository, StoredFileRepository
+from stalwart.services.input_rules import InputLimits, clean_input
+from stalwart.services.uploads import check_upload
 
 T = TypeVar("T")
-MAX_FILE_BYTES = 10 * 1024 * 1024
+log = get_logger(__name__)
+_FILE_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,17 @@ class SaveOutcome:
 class FormService:
     """Operations on forms, each one transaction."""
 
-    def __init__(self, db: DB, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        db: DB,
+        *,
+        retry: RetryPolicy | None = None,
+        access: AccessControl | None = None,
+    ) -> None:
         self.db = db
         self.retry = retry
+        #: who may Save and Apply (the built-in roles unless the app passes its own)
+        self.access = access or AccessControl(db)
 
     def load(self, session_id: str, form_id: str, defaults: Mapping[str, Any]) -> FormView:
         """The current view of ``form_id`` for this identity (a read: creates nothing)."""
@@ -125,6 +141,14 @@ class FormService:
 
         return self.db.run_tx(work, on_retry=on_retry, retry=self.retry)
 
+    #: what users may type and upload; ``with_limits`` sets the app's (else AppConfig's defaults)
+    limits: InputLimits = InputLimits()
+
+    def with_limits(self, limits: InputLimits) -> FormService:
+        """This service, checking input against ``limits`` (the app's configured ones)."""
+        self.limits = limits
+        return self
+
     def persist_input(
         self,
         session_id: str,
@@ -137,12 +161,19 @@ class FormService:
         tab: str = "",
         on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> FormView:
-        """Store one field's new value in the draft."""
+        """Store one field's new value in the draft, made storable first.
+
+        NULs are removed and lone surrogates replaced (``input_rules.clean_input``); a text
+        longer than ``limits.input_max_chars`` or a non-finite number raises
+        ``InputRejectedError`` before anything is written, so the draft keeps the previous
+        value. HTML, Markdown and SQL metacharacters are stored verbatim.
+        """
+        clean = clean_input(field, value, max_chars=self.limits.input_max_chars).value
         view, _ = self.apply(
             session_id,
             form_id,
             defaults,
-            lambda s: s.set_field(field, value, typed=typed),
+            lambda s: s.set_field(field, clean, typed=typed),
             tab=tab,
             on_retry=on_retry,
         )
@@ -157,10 +188,21 @@ class FormService:
         *,
         tab: str = "",
     ) -> tuple[FormView, list[str]]:
-        """Take the browser's journalled values that are newer than the server's."""
-        return self.apply(
-            session_id, form_id, defaults, lambda s: s.merge_journal(entries), tab=tab
-        )
+        """Take the browser's journalled values that are newer than the server's.
+
+        Each value is made storable as ``persist_input`` does; one that cannot be (too long)
+        is left out, so the draft keeps that field's value (the browser keeps its journal
+        entry, and the form tells the user, see ``widgets.forms``).
+        """
+        usable: dict[str, JournalEntry] = {}
+        for name, entry in entries.items():
+            try:
+                value = clean_input(name, entry.value, max_chars=self.limits.input_max_chars)
+            except InputRejectedError as err:
+                log.warning("journal value refused", field=name, reason=err.reason)
+                continue
+            usable[name] = JournalEntry(value.value, entry.base)
+        return self.apply(session_id, form_id, defaults, lambda s: s.merge_journal(usable), tab=tab)
 
     def save(
         self,
@@ -168,12 +210,17 @@ class FormService:
         form_id: str,
         defaults: Mapping[str, Any],
         *,
-        user: str,
+        actor: Principal,
         idempotency_key: str,
         tab: str = "",
         on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> SaveOutcome:
-        """Commit the draft as the form's next version, audited; replaying the key is a no-op."""
+        """Commit the draft as the form's next version, audited; replaying the key is a no-op.
+
+        Needs ``edit_forms``: a refusal is audited and raised, and the draft stays as it is.
+        """
+        self.access.authorize(actor, SAVE_FORM, entity="form", entity_id=form_id)
+        user = actor.username
 
         def work(uow: UnitOfWork) -> dict[str, Any]:
             uow.lock(f"form:{form_id}")
@@ -201,12 +248,30 @@ class FormService:
             )
             state.rebase(version, state.data)
             self._store(uow, session_id, form_id, state, draft, before, tab)
+            # Once committed, and not again on an idempotent replay (which skips ``work``).
+            props = {"form_id": form_id, "version": version, "overwrote": overwrote is not None}
+            uow.after_commit(lambda: track(FORM_SAVE, props, actor=actor))
             return {"version": version, "overwrote": overwrote}
 
         result = self.db.run_tx(
             work, idempotency_key=idempotency_key, user=user, on_retry=on_retry, retry=self.retry
         )
         return SaveOutcome(int(result["version"]), result["overwrote"])
+
+    def apply_form(
+        self,
+        session_id: str,
+        form_id: str,
+        defaults: Mapping[str, Any],
+        *,
+        actor: Principal,
+        tab: str = "",
+    ) -> FormView:
+        """Apply the draft (the page computes with it; nothing is saved). Needs ``edit_forms``."""
+        self.access.authorize(actor, APPLY_FORM, entity="form", entity_id=form_id)
+        view, _ = self.apply(session_id, form_id, defaults, _mark_applied, tab=tab)
+        track(FORM_APPLY, {"form_id": form_id}, actor=actor)
+        return view
 
     def take_theirs(
         self, session_id: str, form_id: str, defaults: Mapping[str, Any], *, tab: str = ""
@@ -225,27 +290,38 @@ class FormService:
 
         return self.db.run_tx(work, retry=self.retry)
 
-    def store_file(self, name: str, mime: str, content: bytes) -> dict[str, Any]:
-        """Keep an uploaded file; returns what a draft stores about it."""
-        if len(content) > MAX_FILE_BYTES:
-            raise StalwartError(
-                f"{name} is {len(content) // 1024} KB; files may be at most "
-                f"{MAX_FILE_BYTES // (1024 * 1024)} MB.",
-                "Upload a smaller file.",
-            )
+    def store_file(
+        self, name: str, mime: str, content: bytes, *, types: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """Check and keep an uploaded file; returns what a draft stores about it.
+
+        ``uploads.check_upload`` refuses (``UploadRejectedError``) a file over
+        ``limits.upload_max_bytes``, of a type not in ``limits.upload_allowed_types`` (or the
+        widget's ``types``), or whose content is not what its extension says. The name is
+        sanitised and only ever a label: the file is stored under the SHA-256 of its content.
+        The browser's ``mime`` is not trusted; the stored type follows the extension.
+        """
+        del mime  # claimed by the browser: the checked extension decides
+        checked = check_upload(name, content, self.limits, widget_types=types)
         file_id = hashlib.sha256(content).hexdigest()
-        safe_name = name.replace("/", "_").replace("\\", "_")[:255] or "file"
 
         def work(uow: UnitOfWork) -> None:
             StoredFileRepository(uow).put(
-                file_id, name=safe_name, mime=mime[:100], size=len(content), content=content
+                file_id, name=checked.name, mime=checked.mime, size=checked.size, content=content
             )
 
         self.db.run_tx(work, retry=self.retry)
-        return {"file_id": file_id, "name": safe_name, "size": len(content), "mime": mime}
+        return {
+            "file_id": file_id,
+            "name": checked.name,
+            "size": checked.size,
+            "mime": checked.mime,
+        }
 
     def read_file(self, file_id: str) -> bytes:
-        """The content of a stored file."""
+        """The content of a stored file (``file_id`` is the SHA-256 ``store_file`` returned)."""
+        if not _FILE_ID.fullmatch(file_id):
+            raise NotFoundError(f"No stored file has the id {file_id[:80]!r}.")
         try:
             with self.db.unit_of_work(read_only=True) as uow:
                 return StoredFileRepository(uow).read(file_id).content
@@ -297,3 +373,8 @@ class FormService:
             head_saved_by=head.saved_by if head else None,
             last_writer=draft.last_writer if draft else "",
         )
+
+
+def _mark_applied(state: FormState) -> list[str]:
+    state.apply()
+    return []

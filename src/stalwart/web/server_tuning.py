@@ -59,8 +59,12 @@ from stalwart.core.logs import get_logger
 
 # What Streamlit imports lazily on the first dataframe or chart (pandas, pyarrow, numpy,
 # altair) plus Streamlit's own modules that wrap them. Imported before the freeze so that
-# they are frozen too instead of being walked by every later collection.
+# they are frozen too instead of being walked by every later collection. ``magic_funcs`` is
+# imported by the first run of every script (Streamlit inserts the import): importing it here
+# keeps that import out of the first interaction (a CI run once saw it fail there with a
+# KeyError, its sys.modules entry gone mid-import).
 HEAVY_MODULES: Final[tuple[str, ...]] = (
+    "streamlit.runtime.scriptrunner.magic_funcs",
     "numpy",
     "pandas",
     "pyarrow",

@@ -28,15 +28,21 @@ from typing import Any, Final
 
 import streamlit as st
 from pydantic import BaseModel, ValidationError
+from streamlit.errors import StreamlitAPIException
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from stalwart.bootstrap import current_app
 from stalwart.core.database import RetryNotice, RetryPolicy
 from stalwart.core.form_state import FormState, JournalEntry
 from stalwart.core.logs import get_logger, log_error
+from stalwart.core.rbac import SAVE_FORM
 from stalwart.core.session import UserSession
-from stalwart.errors import DatabaseError, StalwartError
+from stalwart.errors import DatabaseError, InputRejectedError, PermissionDeniedError, StalwartError
 from stalwart.services.form_service import FormService, FormView
+from stalwart.services.input_rules import InputLimits, clean_input
+from stalwart.widgets.auth import current_principal, fresh_principal
+from stalwart.widgets.interactions import fragment, traced
+from stalwart.widgets.safe_text import md_escape
 
 log = get_logger(__name__)
 
@@ -84,6 +90,9 @@ class FormRuntime:
     messages_shown: dict[str, str | None] = field(default_factory=dict)
     #: fields whose widgets must be given the draft's value before they are drawn
     to_push: set[str] = field(default_factory=set)
+    #: per field, what the last change made the form say: ("refused" | "changed", text),
+    #: until the field takes another change
+    notices: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def slug_of(form_id: str) -> str:
@@ -101,16 +110,46 @@ def _runtimes() -> dict[str, FormRuntime]:
     return runtimes
 
 
+def input_limits() -> InputLimits:
+    """The running app's limits on what users type and upload."""
+    return InputLimits.from_config(current_app().config)
+
+
 def _service() -> FormService:
-    return FormService(current_app().db, retry=UI_RETRY)
+    ctx = current_app()
+    return FormService(ctx.db, retry=UI_RETRY, access=ctx.auth.access).with_limits(input_limits())
 
 
 def persist_input(key: str, value: Any, *, typed: bool = False) -> bool:
-    """Store the value of widget ``key`` in its form's draft; False if it had to be queued."""
+    """Store the value of widget ``key`` in its form's draft; False if it had to be queued.
+
+    The value is checked here as the service will check it, so the user is told at once:
+    a refused value (too long, not a finite number) is not stored, the draft keeps the
+    previous one and the field says why (the widget and the browser journal keep the
+    typed text); removed NULs and replaced broken characters are stored and said.
+    Returns True for a refused value: it is handled, there is nothing to retry.
+    """
     _prefix, slug, name = key.split("__", 2)
     rt = _runtimes()[slug]
-    rt.pending.append((name, value, typed))
+    try:
+        clean = clean_input(name, value, max_chars=input_limits().input_max_chars)
+    except InputRejectedError as err:
+        _notify(rt, name, ("refused", f"{err.message} {err.action}"))
+        log.info("input refused", form=rt.form_id, field=name, reason=err.reason)
+        return True
+    _notify(rt, name, ("changed", " ".join(clean.notes)) if clean.notes else None)
+    rt.pending.append((name, clean.value, typed))
     return _flush_pending(rt)
+
+
+def _notify(rt: FormRuntime, name: str, notice: tuple[str, str] | None) -> None:
+    """Set (or clear) field ``name``'s notice; a new one is toasted too."""
+    if notice is None:
+        rt.notices.pop(name, None)
+        return
+    if rt.notices.get(name) != notice:
+        st.toast(md_escape(notice[1]), icon="⚠️" if notice[0] == "refused" else ":material/info:")
+    rt.notices[name] = notice
 
 
 def _flush_pending(rt: FormRuntime) -> bool:
@@ -181,6 +220,7 @@ class Form:
             st.session_state[key] = to_widget(self.state.data.get(name))
         return key
 
+    @traced
     def on_change(self, name: str) -> None:
         """Widget callback: store the widget's new value, then rerun only what must change.
 
@@ -204,7 +244,12 @@ class Form:
         return self.errors
 
     def shown_message(self, name: str) -> str | None:
-        """The message field ``name`` shows now: once it was changed or a save was tried."""
+        """The message field ``name`` shows now: a notice about its last change (a refused
+        or a repaired value), else its validation message once it was changed or a save
+        was tried."""
+        notice = self.rt.notices.get(name)
+        if notice is not None:
+            return notice[1]
         touched = self.rt.show_errors or self.state.data.get(name) != self.rt.defaults.get(name)
         return self.errors.get(name) if touched else None
 
@@ -218,7 +263,9 @@ class Form:
         Shown once the field was changed or a save was tried: a fresh form does not nag.
         """
         text = self.shown_message(name)
-        st.caption(f":red[{text}]" if text else "\u00a0")
+        notice = self.rt.notices.get(name)
+        colour = "orange" if notice is not None and notice[0] == "changed" else "red"
+        st.caption(f":{colour}[{md_escape(text)}]" if text else "\u00a0")
 
     # --- the form's chrome ---------------------------------------------------------------
 
@@ -261,7 +308,7 @@ class Form:
         elif not self.view.conflict:
             rt.show_conflict = False
         rt.chrome_shown = self.chrome()
-        st.fragment(_journal_fragment, key=journal_fragment_key(rt.slug))(rt.slug, self.session)
+        fragment(_journal_fragment, key=journal_fragment_key(rt.slug))(rt.slug, self.session)
         if rt.rerun_app:
             # Apply and Save change what the page computes: recompute the whole page once.
             rt.rerun_app = False
@@ -277,7 +324,7 @@ class Form:
         """Draw the toolbar (in the place ``indicator()`` reserved, if it was called)."""
         self.rt.messages_shown = self.shown_messages()
         with self._bar if self._bar is not None else st.container():
-            st.fragment(_toolbar_fragment, key=toolbar_key(self.rt.slug))(
+            fragment(_toolbar_fragment, key=toolbar_key(self.rt.slug))(
                 self.rt.slug, self.session, self.schema
             )
 
@@ -300,9 +347,13 @@ class Form:
 
     def _buttons(self) -> None:
         state = self.state
+        # A courtesy: the service checks the role again when the button's callback runs.
+        actor = current_principal()
+        read_only = not actor.can(SAVE_FORM)
+        why = f"Your role {actor.role!r} may not save or apply forms." if read_only else None
         buttons: list[tuple[str, Callable[..., None], tuple[str, ...], bool, str | None]] = [
-            ("Save", self._request_save, (), False, None),
-            ("Apply", self._apply, (), False, None),
+            ("Save", self._request_save, (), read_only, why),
+            ("Apply", self._apply, (), read_only, why),
             ("Reset", self._op, ("reset",), not state.dirty, None),
             ("Undo", self._op, ("undo",), not state.can_undo, "Ctrl+Z"),
             ("Redo", self._op, ("redo",), not state.can_redo, "Ctrl+Shift+Z"),
@@ -353,6 +404,7 @@ class Form:
 
     # --- operations ----------------------------------------------------------------------
 
+    @traced
     def _op(self, kind: str) -> None:
         ops: dict[str, Callable[[FormState], list[str]]] = {
             "undo": FormState.undo,
@@ -377,7 +429,7 @@ class Form:
             )
         except DatabaseError as err:
             self.rt.status = "retrying"
-            st.toast(f"{err.message} {err.action}", icon="⏳")
+            st.toast(md_escape(f"{err.message} {err.action}"), icon="⏳")
             return None
         self._push_to_widgets(changed)
         return changed
@@ -387,8 +439,11 @@ class Form:
 
         Not at once: a callback that then reruns another fragment (as undo does) is followed
         by a run that applies the browser's widget values again, over what it had set.
+        A notice about a field's last change goes: the widget no longer shows that change.
         """
         self.rt.to_push.update(names)
+        for name in names:
+            self.rt.notices.pop(name, None)
 
     def _apply_pushes(self) -> None:
         for name in sorted(self.rt.to_push):
@@ -396,16 +451,40 @@ class Form:
                 st.session_state[self.key(name)] = self.rt.writers[name](self.state.data.get(name))
         self.rt.to_push.clear()
 
+    @traced
     def _apply(self) -> None:
-        if self.run(_apply_draft) is not None:
-            self.rt.rerun_app = True
+        rt = self.rt
+        if not _flush_pending(rt):
+            st.toast("The database is not answering; try again in a moment.", icon="⏳")
+            _rerun_fragment(toolbar_key(rt.slug))
+            return
+        actor = fresh_principal()
+        try:
+            rt.view = _service().apply_form(
+                rt.session_id, rt.form_id, rt.defaults, actor=actor, tab=rt.tab
+            )
+        except PermissionDeniedError as err:
+            st.toast(md_escape(f"Not applied: {err.message}"), icon="🔒")
+            # The sign-in ended: the page's next run asks for it (and comes back here).
+            rt.rerun_app = not actor.authenticated
+        except StalwartError as err:
+            error_id = log_error(err, {"form": rt.form_id})
+            rt.status = "retrying" if isinstance(err, DatabaseError) else ""
+            st.toast(
+                md_escape(f"Not applied: {err.message} {err.action} (error id {error_id})"),
+                icon="⏳",
+            )
+        else:
+            rt.rerun_app = True
             st.toast("Applied.", icon="✅")
-        _rerun_fragment(toolbar_key(self.rt.slug))
+        _rerun_fragment(toolbar_key(rt.slug))
 
+    @traced
     def _open_conflict(self) -> None:
         self.rt.show_conflict = True
         _rerun_fragment(toolbar_key(self.rt.slug))
 
+    @traced
     def _request_save(self) -> None:
         rt = self.rt
         if self.view.conflict:
@@ -440,22 +519,36 @@ class Form:
 
         key = self.rt.save_key
         assert key is not None
+        actor = fresh_principal()
         try:
             outcome = _service().save(
                 self.rt.session_id,
                 self.rt.form_id,
                 self.rt.defaults,
-                user=self.session.id[:12],
+                actor=actor,
                 idempotency_key=key,
                 tab=self.rt.tab,
                 on_retry=retrying,
             )
+        except PermissionDeniedError as err:
+            # Refused, not failed: nothing to retry. The draft keeps every value.
+            self.rt.save_key = None
+            st.toast(md_escape(f"Not saved: {err.message} Your input is kept."), icon="🔒")
+            self._show_indicator()
+            # The sign-in ended: the page's next run asks for it (and comes back here).
+            self.rt.rerun_app = not actor.authenticated
+            return
         except StalwartError as err:
             error_id = log_error(err, {"form": self.rt.form_id})
             self.rt.status = "retrying" if isinstance(err, DatabaseError) else ""
-            st.toast(f"Not saved yet: {err.message} (error id {error_id})", icon="⏳")
+            st.toast(
+                md_escape(f"Not saved yet: {err.message} {err.action} (error id {error_id})"),
+                icon="⏳",
+            )
             self._show_indicator()
             return
+        # With the interaction's trace id, as the audit row of this save: one leads to the other.
+        log.info("form saved", form=self.rt.form_id, version=outcome.version)
         self.rt.save_key = None
         self.rt.rerun_app = True
         self.rt.view, _ = _service().apply(
@@ -479,7 +572,13 @@ def _rerun_fragment(key: str) -> None:
     ctx = get_script_run_ctx()
     if ctx is None or not ctx.fragment_ids_this_run or _full_rerun_pending(ctx.script_requests):
         return
-    st.rerun(scope=key)
+    try:
+        st.rerun(scope=key)
+    except StreamlitAPIException:
+        # The fragment is not drawn in this session (yet or any more): a journal of the page
+        # just left sent its last outbox after a switch. What was sent is stored; the run
+        # goes on with what the interaction reruns anyway.
+        log.debug("fragment to rerun not drawn", fragment=key)
 
 
 def _full_rerun_pending(requests: object) -> bool:
@@ -612,7 +711,8 @@ def _conflict_dialog(form: Form) -> None:
     rt = form.rt
     view = form.view
     st.markdown(
-        f"Version **{view.head_version}** was saved by **{view.head_saved_by}** after the "
+        f"Version **{view.head_version}** was saved by **{md_escape(view.head_saved_by)}** "
+        "after the "
         f"version your draft is based on (**{view.state.base_version}**). Nothing has been "
         "overwritten: choose which values to keep."
     )
@@ -663,9 +763,7 @@ def s_form(
     undo or a new field message the form; Apply and Save rerun the page.
     """
     slug = slug_of(form_id)
-    st.fragment(_form_fragment, key=form_key(slug))(
-        session, form_id, dict(defaults), schema, fields
-    )
+    fragment(_form_fragment, key=form_key(slug))(session, form_id, dict(defaults), schema, fields)
 
 
 def _form_fragment(
@@ -789,6 +887,7 @@ def _apply_item(form: Form, item: Mapping[str, Any], taken: Taken) -> bool:
                     )
                 except (TypeError, ValueError):
                     continue
+        entries = _storable_entries(rt, entries)
         if not entries:
             return True
         if not _flush_pending(rt):
@@ -806,6 +905,24 @@ def _apply_item(form: Form, item: Mapping[str, Any], taken: Taken) -> bool:
             log.info("journal replayed", form=rt.form_id, fields=replayed)
         return True
     return True
+
+
+def _storable_entries(
+    rt: FormRuntime, entries: Mapping[str, JournalEntry]
+) -> dict[str, JournalEntry]:
+    """The journal entries that can be stored; the field of each one that cannot says why."""
+    limit = input_limits().input_max_chars
+    usable = {}
+    for name, entry in entries.items():
+        try:
+            clean = clean_input(name, entry.value, max_chars=limit)
+        except InputRejectedError as err:
+            _notify(rt, name, ("refused", f"{err.message} {err.action}"))
+            continue
+        if clean.notes:
+            _notify(rt, name, ("changed", " ".join(clean.notes)))
+        usable[name] = JournalEntry(clean.value, entry.base)
+    return usable
 
 
 def applied_data(

@@ -43,6 +43,19 @@ function follow(event) {
   }
 }
 
+// A link outside the page router: followed by the browser itself, or sent as a POST (a form,
+// so the browser sends its Origin and follows the redirect as a page load).
+function post(event) {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  const form = document.createElement("form");
+  form.method = "post";
+  form.action = event.currentTarget.href;
+  form.style.display = "none";
+  document.body.appendChild(form);
+  form.submit();
+}
+
 export default function (component) {
   const { data, parentElement } = component;
   if (!data || !Array.isArray(data.links)) return;
@@ -56,6 +69,10 @@ export default function (component) {
       a.textContent = item.label;
       a.dataset.target = item.id;
       if (item.current) a.setAttribute("aria-current", "page");
+      if (item.external) {
+        if (item.method === "post") a.addEventListener("click", post);
+        return a;
+      }
       a.addEventListener("pointerdown", noteFocus);
       a.addEventListener("click", follow);
       return a;

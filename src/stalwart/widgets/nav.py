@@ -46,10 +46,16 @@ class Link:
     label: str
     page: str
     params: Mapping[str, object] = field(default_factory=dict)
+    #: a URL outside the page router (e.g. ``/auth/login``): followed as a normal link
+    url: str | None = None
+    #: with ``url``: "post" sends a POST to it (a form the browser submits), as sign-out needs
+    method: Literal["get", "post"] = "get"
 
     @property
     def href(self) -> str:
-        """The link's URL, relative to the app: ``?page=<slug>&<params>``."""
+        """The link's URL: ``url``, or ``?page=<slug>&<params>`` relative to the app."""
+        if self.url is not None:
+            return self.url
         query = {PAGE_PARAM: self.page, **{k: str(v) for k, v in self.params.items()}}
         return "?" + urlencode(query)
 
@@ -78,6 +84,8 @@ def nav_links(
                     "label": link.label,
                     "id": "-".join([link.page, *(str(v) for v in link.params.values())]),
                     "current": link == current,
+                    "external": link.url is not None,
+                    "method": link.method,
                 }
                 for link in links
             ],
