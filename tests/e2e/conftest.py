@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -296,9 +297,73 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed:
         for n, app in enumerate(item.stash.get(LIVE_APPS, [])):
-            tail = "\n".join(app.logs().splitlines()[-LOG_TAIL_LINES:])
+            # The browser's fetches of static files say nothing about a failure and would
+            # push everything else out of the tail.
+            lines = [line for line in app.logs().splitlines() if not _STATIC_FETCH.search(line)]
+            tail = "\n".join(lines[-LOG_TAIL_LINES:])
             report.sections.append((f"server {n} log ({app.log_path})", tail))
+        journal = item.stash.get(BROWSER_JOURNAL, None)
+        if journal is not None:
+            report.sections.append(("browser", journal.report()))
     return report
+
+
+_STATIC_FETCH = re.compile(r'"GET /(?:static/|favicon|manifest)[^"]* HTTP/[0-9.]+\\?" (?:200|304)')
+
+
+@dataclass
+class BrowserJournal:
+    """What the test's browser saw, for a failure report: console lines, page errors, the
+    websocket's life and every page's URL and visible text at the time of the failure."""
+
+    context: BrowserContext
+    events: list[str] = field(default_factory=list)
+
+    def note(self, what: str) -> None:
+        self.events.append(f"{time.strftime('%H:%M:%S')} {what}")
+        del self.events[:-LOG_TAIL_LINES]
+
+    def watch(self, page: Page) -> None:
+        page.on("console", lambda m: self.note(f"console.{m.type}: {m.text[:500]}"))
+        page.on("pageerror", lambda e: self.note(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.note(f"requestfailed: {r.url} {r.failure}"))
+        page.on("crash", lambda _p: self.note("page crashed"))
+
+        def on_ws(ws: Any) -> None:
+            self.note(f"websocket open: {ws.url}")
+            frames = {"sent": 0, "received": 0}
+
+            def count(kind: str) -> None:
+                frames[kind] += 1
+
+            ws.on("framesent", lambda _f: count("sent"))
+            ws.on("framereceived", lambda _f: count("received"))
+            ws.on("socketerror", lambda e: self.note(f"websocket error: {e}"))
+            ws.on(
+                "close",
+                lambda _w: self.note(
+                    f"websocket closed after {frames['sent']} sent, "
+                    f"{frames['received']} received frames"
+                ),
+            )
+
+        page.on("websocket", on_ws)
+
+    def report(self) -> str:
+        out = list(self.events) or ["(no console lines, page errors or websocket events)"]
+        for n, page in enumerate(self.context.pages):
+            try:
+                text = page.evaluate(
+                    "() => document.body ? document.body.innerText.slice(0, 3000) : '(no body)'"
+                )
+                runs = page.evaluate("() => JSON.stringify(window.__stalwartRuns || null)")
+            except Exception as exc:  # a crashed or closed page: say so, the report goes on
+                text, runs = f"(could not read the page: {exc})", "?"
+            out += [f"--- page {n}: {page.url}", f"run watcher: {runs}", text]
+        return "\n".join(out)
+
+
+BROWSER_JOURNAL = pytest.StashKey[BrowserJournal]()
 
 
 @pytest.fixture
@@ -398,10 +463,14 @@ def browser(playwright_instance: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile (no cookies, no storage) for one test."""
+def context(browser: Browser, request: pytest.FixtureRequest) -> Iterator[BrowserContext]:
+    """A fresh browser profile (no cookies, no storage) for one test; what its pages see is
+    journaled for the failure report."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     prepare_context(ctx)
+    journal = BrowserJournal(ctx)
+    ctx.on("page", journal.watch)
+    request.node.stash[BROWSER_JOURNAL] = journal
     yield ctx
     ctx.close()
 
