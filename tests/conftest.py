@@ -106,6 +106,49 @@ def mount_problem() -> str | None:
     return None
 
 
+#: How many times a failed browser test is run again (STALWART_TEST_RERUNS, default 1, 0 for
+#: none). A headless Chromium against a real server on a loaded 2-core machine fails now and
+#: then for reasons outside the code under test; each rerun is listed in the run's summary
+#: ("R" lines, pytest-rerunfailures) with the first attempt's error, so none goes unseen.
+BROWSER_RERUNS = int(os.environ.get("STALWART_TEST_RERUNS", "1"))
+_BROWSER_FIXTURES = frozenset({"page", "context", "browser"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give browser tests (those using a Playwright page, context or browser) their reruns."""
+    if BROWSER_RERUNS <= 0:
+        return
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _BROWSER_FIXTURES and item.get_closest_marker("flaky") is None:
+            item.add_marker(pytest.mark.flaky(reruns=BROWSER_RERUNS, reruns_delay=1))
+
+
+_RERUN_REPORTS: list[pytest.TestReport] = []
+#: lines of a rerun's error and of each of its report sections shown in the summary
+_RERUN_SHOWN_LINES = 80
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the report of every attempt that failed and was run again."""
+    if report.outcome == "rerun":  # type: ignore[comparison-overlap]
+        _RERUN_REPORTS.append(report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show why each rerun test failed the first time: its error, the server logs and what
+    the browser saw (the sections the e2e fixtures attach), so a flake can be chased."""
+    if not _RERUN_REPORTS:
+        return
+    terminalreporter.section("first attempts of rerun tests", sep="=", yellow=True)
+    for report in _RERUN_REPORTS:
+        terminalreporter.section(report.nodeid, sep="-")
+        for title, body in [("error", report.longreprtext), *report.sections]:
+            terminalreporter.write_line(f"[{title}]")
+            for line in body.splitlines()[-_RERUN_SHOWN_LINES:]:
+                terminalreporter.write_line(line)
+
+
 def _pg_admin_engine():  # type: ignore[no-untyped-def]
     url = make_url(PG_URL).set(drivername="postgresql+psycopg")
     return create_engine(url, isolation_level="AUTOCOMMIT")
