@@ -323,3 +323,57 @@ def test_the_app_lifecycle_starts_and_stops_the_engine_and_scheduler(tmp_path: P
         stop_job_engine(wait_s=1.0)
         stop_job_engine()  # twice is harmless
         shutdown_app()
+
+
+@pytest.mark.redis
+def test_the_sweeper_dispatches_again_only_jobs_whose_rq_dispatch_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A job waiting behind busy workers is not dispatched again every lease (that filled
+    Redis with duplicates, each costing a fork and a claim); a dispatch Redis lost is."""
+    need("redis", redis_problem())
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from stalwart.core.job_runner import redispatch_stale
+    from stalwart.models.base import utcnow
+    from stalwart.models.job import JobRecord
+
+    db = DB(f"sqlite:///{tmp_path / 'j.db'}")
+    migrate(db)
+    queue_name = unique_queue()
+    dispatcher = RQDispatcher(REDIS_URL, queue_name, FAST)
+
+    def age_past_the_lease() -> None:
+        old = utcnow() - timedelta(seconds=3 * FAST.lease_s)
+        db.run_tx(lambda uow: uow.session.execute(update(JobRecord).values(queued_at=old)))
+
+    try:
+        waiting = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 1, "b": 2}))
+        lost = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 3, "b": 4}))
+        assert dispatcher.queue.count == 2
+        assert dispatcher.in_flight(waiting) and dispatcher.in_flight(lost)
+
+        # No worker runs: both wait in RQ's queue, older than a lease by the table's clock.
+        age_past_the_lease()
+        assert redispatch_stale(db, FAST, dispatcher) == []
+        assert dispatcher.queue.count == 2
+
+        # Redis loses one dispatch (its data gone, as after a restart without persistence).
+        lost_rq_ids = [j.id for j in dispatcher.queue.jobs if j.args == (lost,)]
+        assert len(lost_rq_ids) == 1
+        dispatcher.queue.remove(lost_rq_ids[0])
+        dispatcher.redis.delete(f"rq:job:{lost_rq_ids[0]}")
+        assert not dispatcher.in_flight(lost)
+
+        age_past_the_lease()
+        assert redispatch_stale(db, FAST, dispatcher) == [lost]
+        assert sorted(j.args[0] for j in dispatcher.queue.jobs) == sorted([waiting, lost])
+        assert dispatcher.in_flight(lost)
+        # Nothing to catch up on: a sweep right after dispatches nothing.
+        assert redispatch_stale(db, FAST, dispatcher) == []
+    finally:
+        clean_redis(queue_name)
+        dispatcher.redis.close()
+        db.dispose()

@@ -24,6 +24,9 @@ from typing import Any, Final
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+from rq.job import JobStatus
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
@@ -52,6 +55,13 @@ RQ_KILL_MARGIN_S: Final = 30
 #: An RQ worker that lost Redis tries again after this long, doubling up to the maximum.
 RQ_RECONNECT_INITIAL_S: Final = 0.5
 RQ_RECONNECT_MAX_S: Final = 30.0
+#: A dispatch waiting in RQ's queue counts as in flight (not dispatched again by the sweeper)
+#: for this many leases, and at least RQ_TRUST_DISPATCH_MIN_S.
+RQ_TRUST_DISPATCH_LEASES: Final = 10
+RQ_TRUST_DISPATCH_MIN_S: Final = 60.0
+_RQ_IN_FLIGHT: Final = frozenset(
+    {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED}
+)
 
 
 class Sweeper:
@@ -126,6 +136,10 @@ class EmbeddedEngine:
     ) -> None:
         """Wake the idle workers (a job waiting for its backoff is claimed when due)."""
         self._wake.set()
+
+    def in_flight(self, job_id: str) -> bool:
+        """The pool reads the table; it holds no dispatches of its own."""
+        return False
 
     def start(self) -> None:
         """Start the worker threads and the sweeper."""
@@ -227,15 +241,50 @@ class RQDispatcher:
             "failure_ttl": 86_400,
             "description": f"stalwart job {job_id}",
         }
+        # A fresh RQ id per dispatch (an id RQ already holds would be overwritten, and a
+        # retry dispatched from inside the running job would lose its RQ job when the running
+        # one's result is deleted); the latest one is noted so in_flight can ask about it.
+        options["job_id"] = f"stalwart-{job_id}-{uuid.uuid4().hex[:8]}"
+        delay_s = 0.0
         try:
             if not_before is not None and not_before > utcnow():
+                delay_s = (not_before - utcnow()).total_seconds()
                 self.queue.enqueue_at(not_before, run_rq_job, job_id, **options)
             else:
                 self.queue.enqueue(run_rq_job, job_id, **options)
+            self.redis.set(
+                self._dispatch_key(job_id),
+                options["job_id"],
+                ex=int(delay_s + self.trust_dispatch_s) + 1,
+            )
         except RedisError as exc:
             raise JobBackendUnavailableError(
                 f"Job {job_id} is saved but could not be handed to Redis: {exc}"
             ) from exc
+
+    @property
+    def trust_dispatch_s(self) -> float:
+        """How long a dispatch still waiting in the queue counts as in flight: a backlog
+        longer than this gets one more dispatch per period (harmless, only one claim wins);
+        a dispatch lost with Redis's data is noticed within a lease."""
+        return max(RQ_TRUST_DISPATCH_LEASES * self.settings.lease_s, RQ_TRUST_DISPATCH_MIN_S)
+
+    def _dispatch_key(self, job_id: str) -> str:
+        return f"stalwart:dispatch:{self.queue.name}:{job_id}"
+
+    def in_flight(self, job_id: str) -> bool:
+        """True while the latest RQ job dispatched for ``job_id`` is queued, scheduled,
+        deferred or started; False if it ended, was lost, or Redis does not answer."""
+        try:
+            rq_id = self.redis.get(self._dispatch_key(job_id))
+            if rq_id is None:
+                return False
+            if isinstance(rq_id, bytes):
+                rq_id = rq_id.decode()
+            status = RQJob.fetch(str(rq_id), connection=self.redis).get_status(refresh=False)
+        except (RedisError, NoSuchJobError):
+            return False
+        return status in _RQ_IN_FLIGHT
 
     def check(self) -> None:
         """Raise ``JobBackendUnavailableError`` unless Redis answers."""
@@ -335,13 +384,27 @@ def run_rq_worker(
             )
         else:
             # The pool replaces a worker process whose loop ended (a lost Redis among causes).
-            pool = WorkerPool(
-                [dispatcher.queue], connection=dispatcher.redis, num_workers=concurrency
+            pool = _GuardedWorkerPool(
+                db, [dispatcher.queue], connection=dispatcher.redis, num_workers=concurrency
             )
             pool.start(burst=burst, logging_level=cfg.log_level)
     finally:
         sweeper.stop()
         log.info("rq worker stopped")
+
+
+class _GuardedWorkerPool(WorkerPool):
+    """RQ's pool of forked worker processes, forking under ``DB.fork_guard`` (as the single
+    worker forks its work horses): a worker process forked while this process's sweeper is
+    inside a SQLite write would hand the lock state on to every work horse it forks."""
+
+    def __init__(self, db: DB, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._db = db
+
+    def start_worker(self, *args: Any, **kwargs: Any) -> None:
+        with self._db.fork_guard():
+            super().start_worker(*args, **kwargs)
 
 
 def _quiet_scheduler_crash() -> None:

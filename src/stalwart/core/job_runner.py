@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 S = JobStatus
 log = get_logger(__name__)
 _HOST: Final = socket.gethostname()
+#: how many stale jobs one sweep looks at (the oldest first)
+REDISPATCH_BATCH: Final = 100
 
 
 class HardStop(BaseException):
@@ -541,29 +543,48 @@ def redispatch_stale(db: DB, settings: JobSettings, dispatcher: Dispatcher) -> l
     """Hand due waiting jobs that no worker picked up within a lease to the engine again.
 
     Covers a dispatch lost on the way (the broker was down at enqueue, or lost its data). A
-    duplicate dispatch is harmless: only one worker can claim the job.
+    job whose dispatch still waits in the engine (behind busy workers) is not dispatched again
+    (``Dispatcher.in_flight``); its clock restarts, so the next ones of a long backlog are
+    looked at in turn. A duplicate dispatch would be harmless (only one worker can claim the
+    job) but costs the engine a run each: with a backlog, one per job and lease.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.lease_s)
+    stale_filter = (
+        JobRecord.status.in_([s.value for s in CLAIMABLE]),
+        JobRecord.queued_at < cutoff,
+        or_(JobRecord.next_attempt_at.is_(None), JobRecord.next_attempt_at < cutoff),
+    )
+    with db.unit_of_work(read_only=True) as uow:
+        candidates = list(
+            uow.session.execute(
+                select(JobRecord.id)
+                .where(*stale_filter)
+                .order_by(JobRecord.queued_at)
+                .limit(REDISPATCH_BATCH)
+            ).scalars()
+        )
+    if not candidates:
+        return []
+    # Asked outside the transaction: the engine's answer may take a network round trip.
+    flying = {job_id for job_id in candidates if dispatcher.in_flight(job_id)}
 
     def write(uow: UnitOfWork) -> list[tuple[str, float]]:
         query = (
             select(JobRecord)
-            .where(
-                JobRecord.status.in_([s.value for s in CLAIMABLE]),
-                JobRecord.queued_at < cutoff,
-                or_(JobRecord.next_attempt_at.is_(None), JobRecord.next_attempt_at < cutoff),
-            )
+            .where(JobRecord.id.in_(candidates), *stale_filter)
             .with_for_update(skip_locked=True)
-            .limit(100)
         )
-        stale = []
+        lost = []
         for record in uow.session.execute(query).scalars():
             record.queued_at = now
-            stale.append((record.id, record.timeout_s))
-        return stale
+            if record.id not in flying:
+                lost.append((record.id, record.timeout_s))
+        return lost
 
     stale = db.run_tx(write)
+    if flying:
+        log.debug("jobs still waiting in the engine", jobs=len(flying))
     for job_id, timeout_s in stale:
         log.warning("job dispatched again", job_id=job_id)
         dispatcher.dispatch(job_id, timeout_s=timeout_s)

@@ -392,6 +392,10 @@ class Dispatcher(Protocol):
     ) -> None:
         """Make a worker pick up ``job_id`` (not before ``not_before``)."""
 
+    def in_flight(self, job_id: str) -> bool:
+        """True while an earlier dispatch of ``job_id`` still waits or runs in the engine
+        (then the sweeper does not dispatch it again); False when unknown."""
+
 
 class NoDispatch:
     """For processes that only read and write the table (a worker elsewhere polls it)."""
@@ -403,6 +407,10 @@ class NoDispatch:
         self, job_id: str, *, timeout_s: float, not_before: datetime | None = None
     ) -> None:
         """Nothing to do: pollers find the job in the table."""
+
+    def in_flight(self, job_id: str) -> bool:
+        """Nothing is held outside the table."""
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
