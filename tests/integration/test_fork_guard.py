@@ -74,3 +74,48 @@ def test_a_child_forked_during_a_write_can_write_only_with_the_guard(tmp_path: P
     assert fork_and_write(url, lambda f: during_a_write(f, guarded=False)) == 1
     assert fork_and_write(url, lambda f: during_a_write(f, guarded=True)) == 0
     db.dispose()
+
+
+@pytest.mark.redis
+def test_the_rq_worker_pool_forks_its_workers_only_between_writes(tmp_path: Path) -> None:
+    """``app jobs worker --concurrency N`` forks N worker processes (and again when one dies)
+    while its sweeper thread writes: like the work horses, they wait for the write to end."""
+    from redis import Redis
+    from rq import Queue
+
+    from stalwart.core.job_engines import _GuardedWorkerPool
+    from tests.conftest import REDIS_URL, need, redis_problem
+    from tests.jobs_harness import clean_redis, unique_queue
+
+    need("redis", redis_problem())
+    db = DB(f"sqlite:///{tmp_path / 'x.db'}")
+    migrate(db)
+    queue_name = unique_queue()
+    redis = Redis.from_url(REDIS_URL)
+    pool = _GuardedWorkerPool(db, [Queue(queue_name, connection=redis)], connection=redis)
+    inside, release = threading.Event(), threading.Event()
+
+    def long_write(uow: UnitOfWork) -> None:
+        uow.session.execute(text(TOUCH))
+        inside.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=db.run_tx, args=(long_write,))
+    starter = threading.Thread(target=pool.start_worker, kwargs={"burst": True})
+    try:
+        writer.start()
+        assert inside.wait(5)
+        starter.start()
+        starter.join(0.5)
+        assert starter.is_alive() and not pool.worker_dict  # no fork inside the write
+        release.set()
+        writer.join(5)
+        starter.join(10)
+        assert len(pool.worker_dict) == 1  # forked once the write ended
+    finally:
+        release.set()
+        for worker in pool.worker_dict.values():
+            worker.process.join(20)  # a burst worker on an empty queue ends by itself
+        clean_redis(queue_name)
+        redis.close()
+        db.dispose()
