@@ -107,7 +107,8 @@ def test_the_rq_worker_pool_forks_its_workers_only_between_writes(tmp_path: Path
         assert inside.wait(5)
         starter.start()
         starter.join(0.5)
-        assert starter.is_alive() and not pool.worker_dict  # no fork inside the write
+        assert starter.is_alive()
+        assert not pool.worker_dict
         release.set()
         writer.join(5)
         starter.join(10)

@@ -353,7 +353,8 @@ def test_the_sweeper_dispatches_again_only_jobs_whose_rq_dispatch_is_lost(
         waiting = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 1, "b": 2}))
         lost = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 3, "b": 4}))
         assert dispatcher.queue.count == 2
-        assert dispatcher.in_flight(waiting) and dispatcher.in_flight(lost)
+        assert dispatcher.in_flight(waiting)
+        assert dispatcher.in_flight(lost)
 
         # No worker runs: both wait in RQ's queue, older than a lease by the table's clock.
         age_past_the_lease()
