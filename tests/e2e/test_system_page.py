@@ -94,6 +94,23 @@ def test_the_system_page_of_a_new_install_renders(app_test: AppTest) -> None:
     assert "No error with this id." in [c.value for c in at.caption]
 
 
+def test_the_system_page_says_degraded_when_only_the_cache_s_redis_fails(
+    app_test: AppTest, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("STALWART_CACHE_BACKEND", "redis")
+    monkeypatch.setenv("STALWART_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    app_test.query_params["page"] = "system"
+    at = app_test.run()
+
+    assert not at.exception
+    health = frame(at, "check").set_index("check")
+    assert health.loc["cache", "status"] == "error"
+    assert not health.loc["cache", "critical"]
+    assert health.loc["database", "status"] == "ok"
+    assert any("Ready, degraded" in w.value for w in at.warning)
+    assert not at.success
+
+
 def sampled(data_dir: Path) -> tuple[int, int]:
     """(samples written, interactions they count) in a server's SQLite database."""
     db = DB(f"sqlite:///{data_dir / 'stalwart.db'}")

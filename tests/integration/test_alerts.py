@@ -214,6 +214,29 @@ def test_an_unreachable_webhook_neither_crashes_nor_loses_the_message(
         fast_sender(url).send({"alert": "Test"})
 
 
+def test_a_cache_redis_that_does_not_answer_fires_dependency_degraded_not_readiness(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    shutdown_app()
+    cfg = load_config(
+        data_dir=tmp_path / "data",
+        cache_backend="redis",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+    )
+    ctx = init_app(cfg, run_migrations=True)
+    try:
+        dispatcher = immediate(build_alert_dispatcher(ctx, receiver.url))
+        for _ in range(3):
+            dispatcher.evaluate()
+    finally:
+        shutdown_app()
+
+    (message,) = receiver.received
+    assert (message["alert"], message["status"]) == ("DependencyDegraded", "firing")
+    assert "cache (CacheUnavailableError" in message["description"]
+    assert message["runbook"] == "OPERATIONS.md#alert-dependencydegraded"
+
+
 def test_a_broken_rule_or_state_reader_does_not_stop_the_others(receiver: Receiver) -> None:
     def broken(_state: AlertState) -> str | None:
         raise RuntimeError("bug in a rule")

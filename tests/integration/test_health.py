@@ -152,6 +152,7 @@ def test_cache_check_fails_when_redis_does_not_answer() -> None:
         cache.close()
 
     assert (result.status, result.error) == ("error", "CacheUnavailableError")
+    assert not result.critical  # values are computed uncached: the app stays ready
 
 
 # --- job backend ------------------------------------------------------------------------------
@@ -175,6 +176,7 @@ def test_jobs_check_follows_the_embedded_engine_of_this_process(db: DB) -> None:
     assert none_here.status == "skipped"
     assert alive.status == "ok"
     assert (stopped.status, stopped.error) == ("error", "JobBackendUnavailableError")
+    assert stopped.critical  # this process's own workers: a restart brings them back
 
 
 @pytest.mark.redis
@@ -195,6 +197,7 @@ def test_jobs_check_fails_when_rq_s_redis_does_not_answer() -> None:
     result = only(job_backend_check(cfg, lambda: None))
 
     assert (result.status, result.error) == ("error", "JobBackendUnavailableError")
+    assert not result.critical  # jobs are saved and dispatched once Redis answers
 
 
 # --- app health -------------------------------------------------------------------------------
@@ -221,6 +224,11 @@ def test_app_health_exits_0_when_ready_and_1_when_not(tmp_path: Path) -> None:
     too_little_space = app_health(
         "--json", **env, STALWART_MIN_FREE_BYTES=str(free_bytes(data) + 1024**4)
     )
+    cache_down = app_health(
+        **env,
+        STALWART_CACHE_BACKEND="redis",
+        STALWART_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
 
     assert empty.returncode == 1, empty.stdout + empty.stderr
     assert "migrations  error" in empty.stdout
@@ -234,6 +242,10 @@ def test_app_health_exits_0_when_ready_and_1_when_not(tmp_path: Path) -> None:
     failed = json.loads(too_little_space.stdout)["checks"]["filesystem"]
     assert failed["error"] == "StorageFullError"
     assert failed["error_id"] in too_little_space.stderr  # logged with its stack
+    # The cache's Redis is down: slower, not broken, so still ready (exit 0), but said.
+    assert cache_down.returncode == 0, cache_down.stdout + cache_down.stderr
+    assert "CacheUnavailableError" in cache_down.stdout
+    assert "ready: yes (degraded)" in cache_down.stdout
 
 
 def test_app_health_with_url_exits_1_when_nothing_answers() -> None:

@@ -27,8 +27,12 @@ def test_a_report_is_ready_when_no_check_fails_and_skipped_checks_do_not_count()
     assert report.as_dict() == {
         "status": "ok",
         "checks": {
-            "a": {"status": "ok", "latency_ms": report.results[0].latency_ms},
-            "b": {"status": "skipped", "latency_ms": report.results[1].latency_ms},
+            "a": {"status": "ok", "latency_ms": report.results[0].latency_ms, "critical": True},
+            "b": {
+                "status": "skipped",
+                "latency_ms": report.results[1].latency_ms,
+                "critical": True,
+            },
         },
     }
     assert report.as_dict(full=True)["checks"]["b"]["detail"] == "not here"
@@ -48,6 +52,37 @@ def test_a_failing_check_makes_the_report_unavailable_with_its_type_and_error_id
     # The message (paths, hosts) is for the log and the CLI, not the public answer.
     assert "/secret/path" not in str(report.as_dict())
     assert "/secret/path" in report.as_dict(full=True)["checks"]["filesystem"]["detail"]
+
+
+def test_a_failing_non_critical_check_degrades_the_report_but_leaves_it_ready() -> None:
+    from stalwart.errors import CacheUnavailableError
+
+    def redis_down() -> str:
+        raise CacheUnavailableError("redis://cache:6379 does not answer")
+
+    degraded = run_checks(
+        HealthCheck("database", lambda: None), HealthCheck("cache", redis_down, critical=False)
+    )
+
+    assert degraded.ready
+    assert degraded.status == "degraded"
+    assert [r.name for r in degraded.degraded] == ["cache"]
+    entry = degraded.as_dict()["checks"]["cache"]
+    assert (entry["status"], entry["critical"], entry["error"]) == (
+        "error",
+        False,
+        "CacheUnavailableError",
+    )
+
+    def database_down() -> str:
+        raise StorageFullError("full")
+
+    both = run_checks(
+        HealthCheck("database", database_down), HealthCheck("cache", redis_down, critical=False)
+    )
+    assert not both.ready
+    assert both.status == "unavailable"  # a critical failure outweighs the degradation
+    assert [r.name for r in both.failing] == ["database", "cache"]
 
 
 def test_a_hung_check_times_out_and_is_not_started_again_while_it_hangs() -> None:
@@ -112,13 +147,25 @@ def test_the_collector_exposes_readiness_per_check_and_the_free_space(tmp_path: 
     def fails() -> str:
         raise StorageFullError("full")
 
-    checks = HealthChecks([HealthCheck("database", lambda: None), HealthCheck("disk", fails)])
+    checks = HealthChecks(
+        [
+            HealthCheck("database", lambda: None),
+            HealthCheck("disk", fails),
+            HealthCheck("cache", fails, critical=False),
+        ]
+    )
     registry = CollectorRegistry()
     registry.register(HealthCollector(checks, Path(str(tmp_path)), 1234))
 
+    def ok(check: str, critical: str = "true") -> float | None:
+        return registry.get_sample_value(
+            "stalwart_health_check_ok", {"check": check, "critical": critical}
+        )
+
     assert registry.get_sample_value("stalwart_ready") == 0.0
-    assert registry.get_sample_value("stalwart_health_check_ok", {"check": "database"}) == 1.0
-    assert registry.get_sample_value("stalwart_health_check_ok", {"check": "disk"}) == 0.0
+    assert ok("database") == 1.0
+    assert ok("disk") == 0.0
+    assert ok("cache", "false") == 0.0
     latency = registry.get_sample_value(
         "stalwart_health_check_latency_seconds", {"check": "database"}
     )

@@ -14,6 +14,8 @@ from stalwart.cli.errors import EXIT_FAILURE
 from stalwart.core.logs import traceparent
 
 EXIT_READY = 0
+#: /readyz statuses of a ready process ("degraded": a non-critical check fails)
+READY_STATUSES = frozenset({"ok", "degraded"})
 
 
 def health_command(
@@ -33,7 +35,8 @@ def health_command(
         float, typer.Option(help="With --url: seconds to wait for the answer.", min=0.1)
     ] = 10.0,
 ) -> None:
-    """Run the readiness checks and print them; exit 0 when ready, 1 when not.
+    """Run the readiness checks and print them; exit 0 when ready (degraded included: a
+    non-critical check such as the cache's Redis fails), 1 when not.
 
     Checks: database (a round trip), migrations (schema at head), filesystem (the data
     directory takes a write and has STALWART_MIN_FREE_BYTES free), cache (Redis answers, if
@@ -44,7 +47,7 @@ def health_command(
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_table(report)
-    raise typer.Exit(EXIT_READY if report.get("status") == "ok" else EXIT_FAILURE)
+    raise typer.Exit(EXIT_READY if report.get("status") in READY_STATUSES else EXIT_FAILURE)
 
 
 def _check_here() -> dict[str, Any]:
@@ -94,4 +97,4 @@ def _print_table(report: dict[str, Any]) -> None:
     status = report.get("status")
     if report.get("error"):
         typer.echo(f"error: {report['error']}", err=True)
-    typer.echo(f"ready: {'yes' if status == 'ok' else 'no'} ({status})")
+    typer.echo(f"ready: {'yes' if status in READY_STATUSES else 'no'} ({status})")

@@ -219,9 +219,18 @@ def _readiness(state: AlertState) -> str | None:
     if state.report is None or state.report.ready:
         return None
     failing = ", ".join(
-        f"{r.name} ({r.error}, error id {r.error_id})" for r in state.report.failing
+        f"{r.name} ({r.error}, error id {r.error_id})" for r in state.report.failing if r.critical
     )
     return f"Readiness checks failing: {failing}."
+
+
+def _degraded(state: AlertState) -> str | None:
+    if state.report is None or not state.report.degraded:
+        return None
+    failing = ", ".join(
+        f"{r.name} ({r.error}, error id {r.error_id})" for r in state.report.degraded
+    )
+    return f"Non-critical checks failing (the app stays ready, slower or later): {failing}."
 
 
 def _disk(factor: float) -> Condition:
@@ -316,6 +325,14 @@ def default_rules() -> tuple[AlertRule, ...]:
             "Run `app health` for the failing check and its error id; see the runbook.",
             _readiness,
             for_s=60,
+        ),
+        AlertRule(
+            "DependencyDegraded",
+            "warning",
+            "A non-critical dependency fails: the app runs degraded",
+            "Run `app health` for the check's error id; bring its Redis back.",
+            _degraded,
+            for_s=300,
         ),
         AlertRule(
             "DiskSpaceCritical",

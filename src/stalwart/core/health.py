@@ -9,6 +9,13 @@ call, so a dependency that hangs for minutes holds one thread per check, not one
 
 A failure (a timeout included) is logged through ``log_error``; the report carries the error's
 type and id, and the message stays in the log (the HTTP answer is public).
+
+A check is *critical* (the default) or not. A failing critical check makes the process not
+ready (/readyz 503: take it out of the load balancer). A failing non-critical one only
+*degrades* it (/readyz 200, ``"status": "degraded"``): the cache's Redis (values are computed
+uncached meanwhile) and the RQ backend's Redis (jobs are saved and dispatched once it
+answers). Those are shared by every replica, so counting them would take all replicas out
+at once and turn a slower app into no app.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class HealthCheck:
 
     name: str
     fn: CheckFn
+    #: False: its failure degrades the process (answers slower or later) but leaves it ready
+    critical: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,10 +89,17 @@ class CheckResult:
     error: str | None = None
     #: the id under which ``log_error`` logged the failure with its stack and message
     error_id: str | None = None
+    #: whether a failure makes the process not ready (see the module's docstring)
+    critical: bool = True
 
     def public(self) -> dict[str, Any]:
-        """The entry /readyz shows: status, latency and, on failure, the error type and id."""
-        entry: dict[str, Any] = {"status": self.status, "latency_ms": self.latency_ms}
+        """The entry /readyz shows: status, latency, whether it is critical and, on failure,
+        the error type and id."""
+        entry: dict[str, Any] = {
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+            "critical": self.critical,
+        }
         if self.error is not None:
             entry.update(error=self.error, error_id=self.error_id)
         return entry
@@ -106,22 +122,35 @@ class HealthReport:
 
     @property
     def ready(self) -> bool:
-        """True when no check failed (skipped checks do not count)."""
-        return all(r.status != "error" for r in self.results)
+        """True when no critical check failed (skipped checks do not count)."""
+        return not any(r.status == "error" and r.critical for r in self.results)
 
     @property
     def failing(self) -> list[CheckResult]:
-        """The checks that failed."""
+        """The checks that failed, critical or not."""
         return [r for r in self.results if r.status == "error"]
+
+    @property
+    def degraded(self) -> list[CheckResult]:
+        """The non-critical checks that failed (the process is ready, but slower or later)."""
+        return [r for r in self.failing if not r.critical]
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``degraded`` (ready, a non-critical check fails) or ``unavailable``."""
+        if not self.ready:
+            return "unavailable"
+        return "degraded" if self.degraded else "ok"
 
     def get(self, name: str) -> CheckResult | None:
         """The result of the check ``name``, if it ran."""
         return next((r for r in self.results if r.name == name), None)
 
     def as_dict(self, *, full: bool = False) -> dict[str, Any]:
-        """``{"status": "ok"|"unavailable", "checks": {name: entry}}``; ``full`` adds details."""
+        """``{"status": "ok"|"degraded"|"unavailable", "checks": {name: entry}}``; ``full``
+        adds details."""
         return {
-            "status": "ok" if self.ready else "unavailable",
+            "status": self.status,
             "checks": {r.name: r.full() if full else r.public() for r in self.results},
         }
 
@@ -187,12 +216,14 @@ class HealthChecks:
             err = HealthCheckTimeoutError(
                 f"The {check.name} check did not answer within {self.timeout_s:g} s."
             )
-            return _failed(check.name, err, _ms(started))
+            return _failed(check, err, _ms(started))
         except CheckSkipped as skip:
-            return CheckResult(check.name, "skipped", _ms(begun), detail=str(skip))
+            return CheckResult(
+                check.name, "skipped", _ms(begun), detail=str(skip), critical=check.critical
+            )
         except Exception as err:
-            return _failed(check.name, err, _ms(begun))
-        return CheckResult(check.name, "ok", _ms(begun), detail=detail)
+            return _failed(check, err, _ms(begun))
+        return CheckResult(check.name, "ok", _ms(begun), detail=detail, critical=check.critical)
 
 
 def _run_into(fn: CheckFn, future: Future[str | None]) -> None:
@@ -202,16 +233,17 @@ def _run_into(fn: CheckFn, future: Future[str | None]) -> None:
         future.set_exception(exc)
 
 
-def _failed(name: str, err: BaseException, latency_ms: float) -> CheckResult:
+def _failed(check: HealthCheck, err: BaseException, latency_ms: float) -> CheckResult:
     # The message may hold host names and paths: it goes to the log, the report gets an id.
-    error_id = log_error(err, {"check": name})
+    error_id = log_error(err, {"check": check.name, "critical": check.critical})
     return CheckResult(
-        name,
+        check.name,
         "error",
         latency_ms,
         detail=err.message if isinstance(err, StalwartError) else str(err),
         error=type(err).__name__,
         error_id=error_id,
+        critical=check.critical,
     )
 
 
@@ -298,7 +330,8 @@ def free_bytes(directory: Path) -> int:
 
 
 def cache_check(cache: Cache) -> HealthCheck:
-    """The cache's backend answers (Redis: a PING; memory: always)."""
+    """The cache's backend answers (Redis: a PING; memory: always). Not critical: without
+    its Redis every value is computed uncached."""
 
     def check() -> str:
         try:
@@ -309,12 +342,14 @@ def cache_check(cache: Cache) -> HealthCheck:
             ) from exc
         return cache.backend.name
 
-    return HealthCheck("cache", check)
+    return HealthCheck("cache", check, critical=False)
 
 
 def job_backend_check(cfg: AppConfig, engine: Callable[[], EmbeddedEngine | None]) -> HealthCheck:
-    """rq: Redis answers (and how many workers serve the queue); embedded: this process's
-    worker threads and sweeper are alive (skipped in a process that runs no workers)."""
+    """rq: Redis answers (and how many workers serve the queue); not critical, as enqueued jobs
+    are saved and dispatched once it answers. embedded: this process's worker threads and
+    sweeper are alive (skipped in a process that runs no workers); critical, as it concerns
+    this process alone (a restart brings them back)."""
     if cfg.jobs_engine == "rq":
         from redis import Redis
         from rq import Queue, Worker
@@ -332,7 +367,7 @@ def job_backend_check(cfg: AppConfig, engine: Callable[[], EmbeddedEngine | None
                 raise JobBackendUnavailableError(f"Redis does not answer: {exc}") from exc
             return f"rq: Redis answers, {workers} worker(s) on queue {cfg.jobs_queue!r}"
 
-        return HealthCheck("jobs", check_rq)
+        return HealthCheck("jobs", check_rq, critical=False)
 
     def check_embedded() -> str:
         running = engine()
@@ -386,14 +421,16 @@ class HealthCollector(Collector):
         """The gauges of the latest report (running the checks if it is too old)."""
         report = self.checks.run(max_age_s=self.max_age_s)
         ready = GaugeMetricFamily(
-            "stalwart_ready", "1 when every readiness check passes (what /readyz answers 200 to)"
+            "stalwart_ready",
+            "1 when every critical readiness check passes (what /readyz answers 200 to)",
         )
         ready.add_metric([], 1.0 if report.ready else 0.0)
         yield ready
         ok = GaugeMetricFamily(
             "stalwart_health_check_ok",
-            "1 when the readiness check passes (or does not apply here), 0 when it fails",
-            labels=["check"],
+            "1 when the readiness check passes (or does not apply here), 0 when it fails; "
+            'critical="false": a failure degrades the app but leaves it ready',
+            labels=["check", "critical"],
         )
         latency = GaugeMetricFamily(
             "stalwart_health_check_latency_seconds",
@@ -401,7 +438,10 @@ class HealthCollector(Collector):
             labels=["check"],
         )
         for result in report.results:
-            ok.add_metric([result.name], 0.0 if result.status == "error" else 1.0)
+            ok.add_metric(
+                [result.name, "true" if result.critical else "false"],
+                0.0 if result.status == "error" else 1.0,
+            )
             latency.add_metric([result.name], result.latency_ms / 1000)
         yield ok
         yield latency

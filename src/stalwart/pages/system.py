@@ -107,8 +107,9 @@ class SystemPage(Page):
             st.caption("No app start recorded in this window.")
 
 
-def health_rows(service: SystemService, actor: Any) -> tuple[bool | None, list[dict[str, Any]]]:
-    """Whether the app is ready, and one row per readiness check (as /readyz, with detail)."""
+def health_rows(service: SystemService, actor: Any) -> tuple[str | None, list[dict[str, Any]]]:
+    """The app's readiness (``ok``, ``degraded``, ``unavailable``; None without checks), and one
+    row per readiness check (as /readyz, with detail)."""
     report = service.health(actor)
     if report is None:
         return None, []
@@ -116,6 +117,7 @@ def health_rows(service: SystemService, actor: Any) -> tuple[bool | None, list[d
         {
             "check": r.name,
             "status": r.status,
+            "critical": r.critical,
             "latency (ms)": round(r.latency_ms, 1),
             "error": r.error or "",
             "error id": r.error_id or "",
@@ -123,17 +125,23 @@ def health_rows(service: SystemService, actor: Any) -> tuple[bool | None, list[d
         }
         for r in report.results
     ]
-    return report.ready, rows
+    return report.status, rows
 
 
 def _draw_health(service: SystemService, actor: Any) -> None:
     st.subheader("Health")
-    ready, rows = health_rows(service, actor)
-    if ready is None:
+    status, rows = health_rows(service, actor)
+    if status is None:
         st.caption("No readiness checks in this process.")
         return
-    if ready:
+    if status == "ok":
         st.success("Ready: every dependency check passed.", icon=":material/check_circle:")
+    elif status == "degraded":
+        st.warning(
+            "Ready, degraded: a non-critical check fails (Redis: values computed uncached, or "
+            "jobs dispatched once it answers). Look its error id up under Recent errors.",
+            icon=":material/warning:",
+        )
     else:
         st.error(
             "Not ready: a dependency check fails. Look its error id up under Recent errors.",
