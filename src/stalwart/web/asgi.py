@@ -102,7 +102,8 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
 
 
 def streamlit_limits(cfg: AppConfig) -> None:
-    """Streamlit's own limits from ours, for every launcher (set before the first session).
+    """Streamlit's own limits and run settings from ours, for every launcher (set before the
+    first session).
 
     The upload limit follows ``STALWART_UPLOAD_MAX_BYTES`` (the exact check is the service's);
     tables have no download button of Streamlit's (exports go through ``ExportService``: the
@@ -115,6 +116,15 @@ def streamlit_limits(cfg: AppConfig) -> None:
     config.set_option(
         "server.maxUploadSize", upload_limit_mb(cfg.upload_max_bytes), where_defined="stalwart"
     )
+    # One script thread per session at a time. With fast reruns, a full rerun (a link followed
+    # from a focused text field) stops the running script and starts a second thread at once,
+    # while the first is still inside a widget callback storing the field's commit: both then
+    # change the same FormRuntime, a commit could be lost with an IndexError shown, or the
+    # first thread's fragment rerun could take the user back to the page being left. Streamlit
+    # documents this race for session data mutated in place. Without it the rerun waits for
+    # the running script's next element (or its end), and our callbacks see the pending full
+    # rerun (widgets.forms._full_rerun_pending).
+    config.set_option("runner.fastReruns", False, where_defined="stalwart")
     if cfg.environment == "production":
         config.set_option("client.showErrorDetails", "none", where_defined="stalwart")
 
