@@ -163,10 +163,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Check the watched files; fail the run if any line was bad."""
+    """Check the watched files; fail the run if any line was bad.
+
+    Under pytest-xdist a worker hands its counts and first offences to the controller
+    (``workeroutput``), which adds them up in ``pytest_testnodedown`` before this runs there.
+    """
     _check.check_files()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["log_check"] = {
+            "checked": _check.checked,
+            "bad": _check.bad,
+            "offences": [vars(offence) for offence in _check.offences],
+        }
+        return
     if _check.bad and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """(xdist controller) Add a finished worker's log check to the run's."""
+    found = getattr(node, "workeroutput", {}).get("log_check")
+    if not found:
+        return
+    _check.checked += found["checked"]
+    _check.bad += found["bad"]
+    room = SHOWN - len(_check.offences)
+    _check.offences.extend(Offence(**offence) for offence in found["offences"][:room])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -284,8 +284,12 @@ def test_the_log_check_reads_only_log_like_lines_of_cli_stderr() -> None:
 def test_a_bad_line_fails_the_session(tmp_path: Path) -> None:
     import tests.log_check as plugin
 
+    class Config:  # a run without pytest-xdist (or its controller): no workeroutput
+        pass
+
     class Session:
         exitstatus: int = pytest.ExitCode.OK
+        config = Config()
 
     saved = plugin._check
     plugin._check = LogCheck()
@@ -307,6 +311,54 @@ def test_a_bad_line_fails_the_session(tmp_path: Path) -> None:
 
         plugin.pytest_terminal_summary(Reporter())
         assert f"job worker {bad}:1: not JSON: worker started" in shown[1]
+    finally:
+        plugin._check = saved
+
+
+def test_an_xdist_worker_hands_its_lines_to_the_controller_which_fails_the_run(
+    tmp_path: Path,
+) -> None:
+    import tests.log_check as plugin
+
+    saved = plugin._check
+    try:
+        plugin._check = LogCheck()
+        bad = tmp_path / "server.log"
+        bad.write_text('{"not": "all fields"}\nplain text\n')
+        plugin.watch_log_file(bad, "app run")
+
+        class WorkerConfig:
+            workeroutput: dict[str, Any] = {}
+
+        class WorkerSession:
+            exitstatus: int = pytest.ExitCode.OK
+            config = WorkerConfig()
+
+        worker = WorkerSession()
+        plugin.pytest_sessionfinish(worker, pytest.ExitCode.OK)  # type: ignore[arg-type]
+        handed = WorkerConfig.workeroutput["log_check"]
+        assert (handed["checked"], handed["bad"]) == (2, 2)
+        assert worker.exitstatus == pytest.ExitCode.OK  # the controller decides
+
+        plugin._check = LogCheck()  # the controller's own, empty
+
+        class Node:
+            workeroutput = {"log_check": handed}
+
+        plugin.pytest_testnodedown(Node(), None)
+        assert (plugin._check.checked, plugin._check.bad) == (2, 2)
+        assert [o.problem for o in plugin._check.offences] == [
+            "missing ts, level, event, logger, trace_id, span_id, session, page, user, version",
+            "not JSON",
+        ]
+
+        class ControllerSession:
+            exitstatus: int = pytest.ExitCode.OK
+            config = object()
+
+        controller = ControllerSession()
+        plugin.pytest_sessionfinish(controller, pytest.ExitCode.OK)  # type: ignore[arg-type]
+        assert controller.exitstatus == pytest.ExitCode.TESTS_FAILED
     finally:
         plugin._check = saved
 
