@@ -332,7 +332,7 @@ def test_the_sweeper_dispatches_again_only_jobs_whose_rq_dispatch_is_lost(
     """A job waiting behind busy workers is not dispatched again every lease (that filled
     Redis with duplicates, each costing a fork and a claim); a dispatch Redis lost is."""
     need("redis", redis_problem())
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from sqlalchemy import update
 
@@ -345,13 +345,22 @@ def test_the_sweeper_dispatches_again_only_jobs_whose_rq_dispatch_is_lost(
     queue_name = unique_queue()
     dispatcher = RQDispatcher(REDIS_URL, queue_name, FAST)
 
-    def age_past_the_lease() -> None:
-        old = utcnow() - timedelta(seconds=3 * FAST.lease_s)
-        db.run_tx(lambda uow: uow.session.execute(update(JobRecord).values(queued_at=old)))
+    old = utcnow() - timedelta(seconds=3 * FAST.lease_s)
 
+    def age_past_the_lease() -> None:
+        db.run_tx(
+            lambda uow: uow.session.execute(
+                update(JobRecord).values(queued_at=old, dispatched_at=old)
+            )
+        )
+
+    def queued_at(job_id: str) -> datetime:
+        return jobs_queue.poll(job_id).queued_at
+
+    jobs_queue = JobQueue(db, dispatcher)
     try:
-        waiting = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 1, "b": 2}))
-        lost = JobQueue(db, dispatcher).enqueue(Job.of(fns.add, {"a": 3, "b": 4}))
+        waiting = jobs_queue.enqueue(Job.of(fns.add, {"a": 1, "b": 2}))
+        lost = jobs_queue.enqueue(Job.of(fns.add, {"a": 3, "b": 4}))
         assert dispatcher.queue.count == 2
         assert dispatcher.in_flight(waiting)
         assert dispatcher.in_flight(lost)
@@ -374,6 +383,8 @@ def test_the_sweeper_dispatches_again_only_jobs_whose_rq_dispatch_is_lost(
         assert dispatcher.in_flight(lost)
         # Nothing to catch up on: a sweep right after dispatches nothing.
         assert redispatch_stale(db, FAST, dispatcher) == []
+        # The sweeps left the queue's age alone (what JobQueueStuck and the System page show).
+        assert queued_at(waiting) == queued_at(lost) == old
     finally:
         clean_redis(queue_name)
         dispatcher.redis.close()

@@ -544,15 +544,18 @@ def redispatch_stale(db: DB, settings: JobSettings, dispatcher: Dispatcher) -> l
 
     Covers a dispatch lost on the way (the broker was down at enqueue, or lost its data). A
     job whose dispatch still waits in the engine (behind busy workers) is not dispatched again
-    (``Dispatcher.in_flight``); its clock restarts, so the next ones of a long backlog are
-    looked at in turn. A duplicate dispatch would be harmless (only one worker can claim the
-    job) but costs the engine a run each: with a backlog, one per job and lease.
+    (``Dispatcher.in_flight``). Either way ``dispatched_at`` notes the look, so the job is not
+    looked at again for a lease and the next ones of a long backlog get their turn, while
+    ``queued_at`` (the queue's age, which JobQueueStuck watches) is left alone. A duplicate
+    dispatch would be harmless (only one worker can claim the job) but costs the engine a run
+    each: with a backlog, one per job and lease.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.lease_s)
     stale_filter = (
         JobRecord.status.in_([s.value for s in CLAIMABLE]),
         JobRecord.queued_at < cutoff,
+        or_(JobRecord.dispatched_at.is_(None), JobRecord.dispatched_at < cutoff),
         or_(JobRecord.next_attempt_at.is_(None), JobRecord.next_attempt_at < cutoff),
     )
     with db.unit_of_work(read_only=True) as uow:
@@ -577,7 +580,7 @@ def redispatch_stale(db: DB, settings: JobSettings, dispatcher: Dispatcher) -> l
         )
         lost = []
         for record in uow.session.execute(query).scalars():
-            record.queued_at = now
+            record.dispatched_at = now
             if record.id not in flying:
                 lost.append((record.id, record.timeout_s))
         return lost

@@ -57,6 +57,10 @@ class JobRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     #: when the job was last handed to the engine (enqueue, retry, re-queue)
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    #: when the sweeper last found this waiting job's dispatch still waiting in the engine, or
+    #: dispatched it again (a lost one); ``queued_at`` stays when it joined the queue, so the
+    #: queue's age is real
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
