@@ -434,7 +434,10 @@ def test_a_keystroke_reruns_the_journal_not_the_form(live_app: LiveApp, page: Pa
         sizes.append(page.evaluate("() => window.__stalwartRuns.messages") - before)
     assert stored_draft(brief)["summary"] == "abcd"
     # new_session, status, the journal's delta, script_finished...: a handful, never the form.
-    assert max(sizes) <= 10, f"ForwardMsgs per keystroke run: {sizes}"
+    # One run may also bring the toolbar (state line and five buttons, ~8 more) when its
+    # chrome changed: a CI run on a loaded machine saw [14, 6, 6]. The form is ~40.
+    assert sorted(sizes)[1] <= 10, f"ForwardMsgs per keystroke run: {sizes}"
+    assert max(sizes) <= 20, f"ForwardMsgs per keystroke run: {sizes}"
 
 
 def test_save_clicked_while_a_text_field_has_focus_saves_what_was_typed(
