@@ -32,7 +32,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from stalwart import __version__
 from stalwart.core.database import DB
-from stalwart.core.health import HealthReport
+from stalwart.core.health import CheckResult, HealthReport
 from stalwart.core.logs import get_logger, log_error, traceparent
 from stalwart.errors import StalwartError
 from stalwart.models.job import JobRecord
@@ -218,19 +218,21 @@ class AlertRule:
 def _readiness(state: AlertState) -> str | None:
     if state.report is None or state.report.ready:
         return None
-    failing = ", ".join(
-        f"{r.name} ({r.error}, error id {r.error_id})" for r in state.report.failing if r.critical
-    )
-    return f"Readiness checks failing: {failing}."
+    return f"Readiness checks failing: {_checks(state.report.critical_failures)}."
 
 
 def _degraded(state: AlertState) -> str | None:
     if state.report is None or not state.report.degraded:
         return None
-    failing = ", ".join(
-        f"{r.name} ({r.error}, error id {r.error_id})" for r in state.report.degraded
+    return (
+        "Non-critical checks failing (the app stays ready, slower or later): "
+        f"{_checks(state.report.degraded)}."
     )
-    return f"Non-critical checks failing (the app stays ready, slower or later): {failing}."
+
+
+def _checks(results: Sequence[CheckResult]) -> str:
+    """Failed checks as a description names them: each with its error type and id."""
+    return ", ".join(f"{r.name} ({r.error}, error id {r.error_id})" for r in results)
 
 
 def _disk(factor: float) -> Condition:

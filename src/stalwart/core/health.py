@@ -123,12 +123,17 @@ class HealthReport:
     @property
     def ready(self) -> bool:
         """True when no critical check failed (skipped checks do not count)."""
-        return not any(r.status == "error" and r.critical for r in self.results)
+        return not self.critical_failures
 
     @property
     def failing(self) -> list[CheckResult]:
         """The checks that failed, critical or not."""
         return [r for r in self.results if r.status == "error"]
+
+    @property
+    def critical_failures(self) -> list[CheckResult]:
+        """The critical checks that failed (why the process is not ready)."""
+        return [r for r in self.failing if r.critical]
 
     @property
     def degraded(self) -> list[CheckResult]:
