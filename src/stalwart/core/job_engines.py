@@ -245,17 +245,16 @@ class RQDispatcher:
         # retry dispatched from inside the running job would lose its RQ job when the running
         # one's result is deleted); the latest one is noted so in_flight can ask about it.
         options["job_id"] = f"stalwart-{job_id}-{uuid.uuid4().hex[:8]}"
-        delay_s = 0.0
+        delay_s = 0.0 if not_before is None else (not_before - utcnow()).total_seconds()
         try:
-            if not_before is not None and not_before > utcnow():
-                delay_s = (not_before - utcnow()).total_seconds()
+            if not_before is not None and delay_s > 0:
                 self.queue.enqueue_at(not_before, run_rq_job, job_id, **options)
             else:
                 self.queue.enqueue(run_rq_job, job_id, **options)
             self.redis.set(
                 self._dispatch_key(job_id),
                 options["job_id"],
-                ex=int(delay_s + self.trust_dispatch_s) + 1,
+                ex=int(max(delay_s, 0.0) + self.trust_dispatch_s) + 1,
             )
         except RedisError as exc:
             raise JobBackendUnavailableError(
