@@ -139,19 +139,24 @@ def test_one_firing_message_per_incident_then_one_resolved(
     ]
 
 
-def test_free_space_below_the_threshold_fires_disk_and_readiness_alerts(
-    tmp_path: Path, receiver: Receiver
-) -> None:
-    # The tiny-threshold trick: ask for more free space than the disk has.
+def evaluate_three_times(receiver: Receiver, data_dir: Path, **settings: Any) -> None:
+    """Start a real app context with ``settings``, evaluate its alerts (no ``for`` delays)
+    three times, posting to ``receiver``, then shut it down."""
     shutdown_app()
-    cfg = load_config(data_dir=tmp_path / "data", min_free_bytes=2**49)
-    ctx = init_app(cfg, run_migrations=True)
+    ctx = init_app(load_config(data_dir=data_dir, **settings), run_migrations=True)
     try:
         dispatcher = immediate(build_alert_dispatcher(ctx, receiver.url))
         for _ in range(3):
             dispatcher.evaluate()
     finally:
         shutdown_app()
+
+
+def test_free_space_below_the_threshold_fires_disk_and_readiness_alerts(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # The tiny-threshold trick: ask for more free space than the disk has.
+    evaluate_three_times(receiver, tmp_path / "data", min_free_bytes=2**49)
 
     names = sorted(m["alert"] for m in receiver.received)
     assert names == ["DiskSpaceCritical", "DiskSpaceLow", "ReadinessFailing"]
@@ -217,19 +222,12 @@ def test_an_unreachable_webhook_neither_crashes_nor_loses_the_message(
 def test_a_cache_redis_that_does_not_answer_fires_dependency_degraded_not_readiness(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    shutdown_app()
-    cfg = load_config(
-        data_dir=tmp_path / "data",
+    evaluate_three_times(
+        receiver,
+        tmp_path / "data",
         cache_backend="redis",
         redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
     )
-    ctx = init_app(cfg, run_migrations=True)
-    try:
-        dispatcher = immediate(build_alert_dispatcher(ctx, receiver.url))
-        for _ in range(3):
-            dispatcher.evaluate()
-    finally:
-        shutdown_app()
 
     (message,) = receiver.received
     assert (message["alert"], message["status"]) == ("DependencyDegraded", "firing")

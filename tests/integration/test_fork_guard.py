@@ -8,7 +8,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,32 +43,42 @@ def fork_and_write(url: str, fork: Callable[[Callable[[], int]], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@contextmanager
+def holding_a_write(db: DB) -> Iterator[threading.Event]:
+    """Inside: another thread is inside a write transaction on ``db`` until the yielded event
+    is set (or 10 s pass); on the way out it is set and the writer joined."""
+    inside, release = threading.Event(), threading.Event()
+
+    def long_write(uow: UnitOfWork) -> None:
+        uow.session.execute(text(TOUCH))
+        inside.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=db.run_tx, args=(long_write,))
+    writer.start()
+    try:
+        assert inside.wait(5)
+        yield release
+    finally:
+        release.set()
+        writer.join(10)
+
+
 def test_a_child_forked_during_a_write_can_write_only_with_the_guard(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     db = DB(url)
     migrate(db)
 
     def during_a_write(fork: Callable[[], int], *, guarded: bool) -> int:
-        inside, release = threading.Event(), threading.Event()
-
-        def long_write(uow: UnitOfWork) -> None:
-            uow.session.execute(text(TOUCH))
-            inside.set()
-            release.wait(5)
-
-        writer = threading.Thread(target=db.run_tx, args=(long_write,))
-        writer.start()
-        inside.wait(5)
-        if guarded:
-            # The guard waits for the write to end: release it a little later.
-            threading.Timer(0.2, release.set).start()
-            with db.fork_guard():
-                pid = fork()
-        else:
+        with holding_a_write(db) as release:
+            if guarded:
+                # The guard waits for the write to end: release it a little later.
+                threading.Timer(0.2, release.set).start()
+                with db.fork_guard():
+                    return fork()
             pid = fork()
             release.set()
-        writer.join()
-        return pid
+            return pid
 
     # Without the guard: SQLite's in-process lock state is inherited, and the child's writes
     # stay "locked" although the parent's transaction ended (what the guard is for).
@@ -93,28 +104,16 @@ def test_the_rq_worker_pool_forks_its_workers_only_between_writes(tmp_path: Path
     queue_name = unique_queue()
     redis = Redis.from_url(REDIS_URL)
     pool = _GuardedWorkerPool(db, [Queue(queue_name, connection=redis)], connection=redis)
-    inside, release = threading.Event(), threading.Event()
-
-    def long_write(uow: UnitOfWork) -> None:
-        uow.session.execute(text(TOUCH))
-        inside.set()
-        release.wait(10)
-
-    writer = threading.Thread(target=db.run_tx, args=(long_write,))
     starter = threading.Thread(target=pool.start_worker, kwargs={"burst": True})
     try:
-        writer.start()
-        assert inside.wait(5)
-        starter.start()
-        starter.join(0.5)
-        assert starter.is_alive()
-        assert not pool.worker_dict
-        release.set()
-        writer.join(5)
+        with holding_a_write(db):
+            starter.start()
+            starter.join(0.5)
+            assert starter.is_alive()
+            assert not pool.worker_dict  # no fork inside the write
         starter.join(10)
         assert len(pool.worker_dict) == 1  # forked once the write ended
     finally:
-        release.set()
         for worker in pool.worker_dict.values():
             worker.process.join(20)  # a burst worker on an empty queue ends by itself
         clean_redis(queue_name)
